@@ -1,0 +1,141 @@
+"""Backend registry: which implementation of the recurrence serves a call.
+
+Every backend implements the op contract of DESIGN.md (`fwd`, `bwd`) and says,
+for a given call, why it cannot serve it (`why_not`, None when it can).
+
+- `backend=` names one explicitly: if it cannot serve the call, that is an error
+  that gives the reason.
+- No name (and no CHARRNN_FAST_BACKEND): the first usable backend in the
+  device's preference order; when it is not the first choice, the fallback is
+  announced once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    fwd: Callable[..., tuple[Tensor, Tensor, Tensor]]
+    bwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]
+    # (gx[T,B,4H], w_hh[4H,H]) -> reason it cannot serve this call, or None.
+    why_not: Callable[[Tensor, Tensor], str | None]
+    description: str
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+# Preference order per device type. On CUDA the order between the fused
+# backends must come from bench/run.py results on a GPU (bench/results/).
+_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu", "reference"),
+    "cuda": ("cuda", "triton", "reference"),
+}
+_announced: set[tuple[str, str]] = set()
+
+
+def register(backend: Backend) -> None:
+    _REGISTRY[backend.name] = backend
+
+
+def names() -> list[str]:
+    """Names of the registered backends."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Backend:
+    """The backend called `name`; ValueError listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}: expected one of {sorted(_REGISTRY)}") from None
+
+
+def requested(backend: str | None) -> str | None:
+    """The explicit choice: the `backend=` argument, else CHARRNN_FAST_BACKEND."""
+    if backend is None:
+        backend = os.environ.get("CHARRNN_FAST_BACKEND") or None
+    return backend
+
+
+def select(gx: Tensor, w_hh: Tensor, backend: str | None = None) -> Backend:
+    """The backend for a call on gx[T,B,4H], w_hh[4H,H]."""
+    name = requested(backend)
+    if name is not None:
+        chosen = get(name)
+        reason = chosen.why_not(gx, w_hh)
+        if reason is not None:
+            raise RuntimeError(f"backend {name!r} cannot run this call: {reason}")
+        return chosen
+    order = _ORDER.get(gx.device.type, ("reference",))
+    skipped = []
+    for candidate in order:
+        b = _REGISTRY[candidate]
+        reason = b.why_not(gx, w_hh)
+        if reason is None:
+            key = (gx.device.type, candidate)
+            if skipped and key not in _announced:
+                _announced.add(key)
+                warnings.warn(
+                    f"charrnn_fast: using backend {candidate!r} on {gx.device.type}; "
+                    + "; ".join(skipped),
+                    stacklevel=3,
+                )
+            return b
+        skipped.append(f"{candidate!r} unavailable: {reason}")
+    raise RuntimeError("no charrnn_fast backend can run this call: " + "; ".join(skipped))
+
+
+def report() -> str:
+    """One line per backend: usable or not on CPU / CUDA (float32), and why."""
+    probes = [("cpu", torch.device("cpu"))]
+    if torch.cuda.is_available():
+        probes.append(("cuda", torch.device("cuda")))
+    lines = []
+    for b in _REGISTRY.values():
+        verdicts = []
+        for label, dev in probes:
+            gx = torch.empty((1, 1, 4 * 8), device=dev)
+            w = torch.empty((4 * 8, 8), device=dev)
+            reason = b.why_not(gx, w)
+            verdicts.append(f"{label}: " + ("usable" if reason is None else f"no ({reason})"))
+        if not torch.cuda.is_available():
+            verdicts.append("cuda: no (torch.cuda.is_available() is False)")
+        lines.append(f"{b.name:10s} {b.description}\n{'':10s} " + "; ".join(verdicts))
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def _load() -> None:
+    from charrnn_fast.backends import native, reference
+
+    register(
+        Backend(
+            "reference",
+            reference.lstm_fwd,
+            reference.lstm_bwd,
+            lambda gx, w_hh: None,
+            "plain PyTorch loop: any device, any float dtype (the test oracle)",
+        )
+    )
+    register(native.CPU)
+    register(native.CUDA)
+    try:
+        from charrnn_fast.backends import triton as triton_backend
+    except ImportError:
+        # The triton backend module is optional: without it the registry
+        # simply has no `triton` entry.
+        return
+    register(triton_backend.BACKEND)
+
+
+_load()

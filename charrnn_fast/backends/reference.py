@@ -1,0 +1,82 @@
+"""The reference backend: the op contract in plain PyTorch.
+
+It is the gold standard of the tests and runs on any device and dtype. Same
+numerics as the fused kernels: arithmetic and the cell state in the
+accumulation type (fp32, fp64 for fp64 inputs), the hidden state rounded to the
+input dtype once per step. Legend: T steps, B batch, H hidden units.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def lstm_fwd(
+    gx: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, training: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H], gates[T,B,4H]."""
+    T, B, G = gx.shape
+    H = G // 4
+    acc = _acc(gx.dtype)
+    w = w_hh.to(acc)
+    h = h0.to(acc)
+    y = gx.new_empty((T, B, H))
+    c_all = gx.new_empty((T + 1, B, H), dtype=acc)
+    c_all[0] = c0
+    gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
+    for t in range(T):
+        pre = gx[t].to(acc) + h @ w.t()
+        i, f, g, o = pre.chunk(4, dim=1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c = f * c_all[t] + i * g
+        c_all[t + 1] = c
+        y[t] = o * c.tanh()
+        h = y[t].to(acc)
+        if training:
+            gates[t] = torch.cat((i, f, g, o), dim=1)
+    return y, c_all, gates
+
+
+def lstm_bwd(
+    dy: Tensor,
+    dhT: Tensor,
+    dcT: Tensor,
+    w_hh: Tensor,
+    y: Tensor,
+    c_all: Tensor,
+    gates: Tensor,
+    h0: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """dy[T,B,H], dhT[B,H], dcT[B,H] -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]."""
+    T, B, H = y.shape
+    acc = c_all.dtype
+    w = w_hh.to(acc)
+    dh = dhT.to(acc)
+    dc = dcT.to(acc)
+    dgx = torch.empty((T, B, 4 * H), dtype=acc, device=y.device)
+    for t in range(T - 1, -1, -1):
+        i, f, g, o = gates[t].to(acc).chunk(4, dim=1)
+        tc = c_all[t + 1].tanh()
+        dh_t = dy[t].to(acc) + dh
+        dc_t = dc + dh_t * o * (1 - tc * tc)
+        dgx[t] = torch.cat(
+            (
+                dc_t * g * i * (1 - i),
+                dc_t * c_all[t] * f * (1 - f),
+                dc_t * i * (1 - g * g),
+                dh_t * tc * o * (1 - o),
+            ),
+            dim=1,
+        )
+        dc = dc_t * f
+        dh = dgx[t] @ w
+    # dW_hh is one GEMM over all steps; h_{-1} is h0.
+    h_prev = torch.cat((h0.unsqueeze(0), y[:-1])).to(acc)
+    dw = dgx.reshape(T * B, 4 * H).t() @ h_prev.reshape(T * B, H)
+    dt = y.dtype
+    return dgx.to(dt), dw.to(dt), dh.to(dt), dc.to(dt)

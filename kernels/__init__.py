@@ -1,0 +1,1 @@
+"""Triton kernels of the LSTM recurrence, installed as charrnn_fast.kernels."""
