@@ -17,6 +17,13 @@ from charrnn_fast.functional import lstm
 
 _warned: set[str] = set()
 
+# Dynamo refuses every nn.RNNBase subclass unless allow_rnn is set, because
+# nn.LSTM's own forward calls an untraceable fused op. Our forward is plain,
+# traceable Python over a registered custom op, so torch.compile(fullgraph=True)
+# works once the flag is on. It also lets Dynamo try plain nn.LSTM modules
+# (documented as experimental by PyTorch) instead of graph-breaking on them.
+torch._dynamo.config.allow_rnn = True
+
 
 class LSTM(nn.LSTM):
     """nn.LSTM with one extra keyword, `backend` ("cuda", "triton", "cpu",
