@@ -1,9 +1,10 @@
 // CPU implementation of the LSTM recurrence (forward and backward).
 //
 // Algorithm: the whole time loop runs here. Per step, one GEMM
-// h_{t-1} W_hh^T into a [B,4H] buffer, then one fused pointwise pass that adds
-// gx, applies the nonlinearities and updates the cell, parallelised over the
-// B*H hidden units with at::parallel_for. Backward mirrors it in reverse: one
+// gx_t + h_{t-1} W_hh^T into a [B,4H] buffer (addmm: the add rides along),
+// then one fused, vectorised pointwise pass (cpu_pointwise.h) that applies the
+// nonlinearities and updates the cell, parallelised over the B*H hidden units
+// with at::parallel_for. Backward mirrors it in reverse: one
 // fused pointwise pass producing the pre-activation gradients, then one GEMM
 // dgates W_hh for dh_{t-1}; dW_hh is a single GEMM after the loop.
 // Numerics: all arithmetic, the hidden state fed to the GEMM and the cell state
@@ -17,67 +18,71 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
 #include <tuple>
+#include <type_traits>
 
 #include "checks.h"
+#include "cpu_pointwise.h"
 
 namespace charrnn_fast {
 namespace {
 
-// About this many elements per thread before splitting is worth it.
-constexpr int64_t kGrain = 2048;
+// About this many hidden units per thread before splitting is worth it.
+constexpr int64_t kGrain = 1024;
 
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+// Runs f(b, j0, j1) over the B*H hidden units in parallel, in segments that
+// stay inside one batch row so the row kernels see contiguous units.
+template <typename F>
+void for_each_row_segment(int64_t B, int64_t H, const F& f) {
+  at::parallel_for(0, B * H, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end;) {
+      const int64_t b = k / H, j0 = k - b * H, j1 = std::min(H, j0 + (end - k));
+      f(b, j0, j1);
+      k += j1 - j0;
+    }
+  });
 }
+
+// In the accumulation type: a view when the dtype already is it, else a copy.
+inline at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) { return t.to(acc); }
 
 template <typename scalar_t>
 void forward_loop(const at::Tensor& gx, const at::Tensor& w_hh, const at::Tensor& h0,
                   bool training, const Dims& d, at::Tensor& y, at::Tensor& c_all,
                   at::Tensor& gates) {
   using acc_t = at::opmath_type<scalar_t>;
+  // fp32 / fp64: the kernels write straight into y and gates. bf16 / fp16:
+  // they write fp32 scratch rows, rounded into y and gates after each step.
+  constexpr bool direct = std::is_same_v<scalar_t, acc_t>;
   const auto acc = c_all.scalar_type();
   const int64_t B = d.B, H = d.H, G = 4 * d.H;
-  const at::Tensor w_t = w_hh.to(acc).t();  // [H, 4H]
-  at::Tensor h = h0.to(acc, /*non_blocking=*/false, /*copy=*/true);  // [B, H]
-  at::Tensor pre = at::empty({B, G}, c_all.options());                // [B, 4H]
-
-  const scalar_t* gx_p = gx.const_data_ptr<scalar_t>();
-  scalar_t* y_p = y.mutable_data_ptr<scalar_t>();
-  acc_t* c_p = c_all.mutable_data_ptr<acc_t>();
-  scalar_t* gates_p = training ? gates.mutable_data_ptr<scalar_t>() : nullptr;
-  acc_t* h_p = h.mutable_data_ptr<acc_t>();
-  const acc_t* pre_p = pre.const_data_ptr<acc_t>();
+  const at::Tensor w_t = as_acc(w_hh, acc).t();  // [H, 4H]
+  at::Tensor pre = at::empty({B, G}, c_all.options());  // [B, 4H]: gx_t + h W^T
+  at::Tensor h_in = as_acc(h0, acc);                    // [B, H], h_{t-1}
+  at::Tensor h_out = direct ? at::Tensor() : at::empty({B, H}, c_all.options());
+  at::Tensor act = (direct || !training) ? at::Tensor() : at::empty({B, G}, c_all.options());
 
   for (int64_t t = 0; t < d.T; ++t) {
-    at::mm_out(pre, h, w_t);
-    const scalar_t* gx_t = gx_p + t * B * G;
-    const acc_t* c_prev = c_p + t * B * H;
-    acc_t* c_next = c_p + (t + 1) * B * H;
-    scalar_t* y_t = y_p + t * B * H;
-    scalar_t* gates_t = training ? gates_p + t * B * G : nullptr;
-    at::parallel_for(0, B * H, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = k / H, j = k - b * H, r = b * G + j;
-        const acc_t i = sigmoid<acc_t>(acc_t(gx_t[r]) + pre_p[r]);
-        const acc_t f = sigmoid<acc_t>(acc_t(gx_t[r + H]) + pre_p[r + H]);
-        const acc_t g = std::tanh(acc_t(gx_t[r + 2 * H]) + pre_p[r + 2 * H]);
-        const acc_t o = sigmoid<acc_t>(acc_t(gx_t[r + 3 * H]) + pre_p[r + 3 * H]);
-        const acc_t c = f * c_prev[k] + i * g;
-        const scalar_t h_out = scalar_t(o * std::tanh(c));
-        c_next[k] = c;
-        y_t[k] = h_out;
-        h_p[k] = acc_t(h_out);
-        if (gates_t != nullptr) {
-          gates_t[r] = scalar_t(i);
-          gates_t[r + H] = scalar_t(f);
-          gates_t[r + 2 * H] = scalar_t(g);
-          gates_t[r + 3 * H] = scalar_t(o);
-        }
-      }
+    at::addmm_out(pre, as_acc(gx[t], acc), h_in, w_t);
+    at::Tensor h_t = direct ? y[t] : h_out;
+    at::Tensor act_t = !training ? at::Tensor() : (direct ? gates[t] : act);
+    const acc_t* pre_p = pre.const_data_ptr<acc_t>();
+    const acc_t* c_prev = c_all[t].const_data_ptr<acc_t>();
+    acc_t* c_next = c_all[t + 1].mutable_data_ptr<acc_t>();
+    acc_t* h_p = h_t.mutable_data_ptr<acc_t>();
+    acc_t* act_p = training ? act_t.mutable_data_ptr<acc_t>() : nullptr;
+    for_each_row_segment(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      cpu::fwd_row<acc_t>(pre_p + b * G, c_prev + b * H, c_next + b * H, h_p + b * H,
+                          act_p == nullptr ? nullptr : act_p + b * G, H, j0, j1);
     });
+    if constexpr (direct) {
+      h_in = y[t];
+    } else {
+      y[t].copy_(h_out);
+      if (training) gates[t].copy_(act);
+      h_in = y[t].to(acc);  // the rounded h, as backward will see it
+    }
   }
 }
 
@@ -86,35 +91,23 @@ void backward_loop(const at::Tensor& dy, const at::Tensor& w_hh, const at::Tenso
                    const at::Tensor& gates, const Dims& d, at::Tensor& dgx_acc,
                    at::Tensor& dh, at::Tensor& dc) {
   using acc_t = at::opmath_type<scalar_t>;
+  const auto acc = c_all.scalar_type();
   const int64_t B = d.B, H = d.H, G = 4 * d.H;
-  const at::Tensor w = w_hh.to(c_all.scalar_type());  // [4H, H]
-  const scalar_t* dy_p = dy.const_data_ptr<scalar_t>();
-  const scalar_t* gates_p = gates.const_data_ptr<scalar_t>();
-  const acc_t* c_p = c_all.const_data_ptr<acc_t>();
-  acc_t* dg_p = dgx_acc.mutable_data_ptr<acc_t>();
+  const at::Tensor w = as_acc(w_hh, acc);  // [4H, H]
   acc_t* dh_p = dh.mutable_data_ptr<acc_t>();
   acc_t* dc_p = dc.mutable_data_ptr<acc_t>();
 
   for (int64_t t = d.T - 1; t >= 0; --t) {
-    const scalar_t* dy_t = dy_p + t * B * H;
-    const scalar_t* gates_t = gates_p + t * B * G;
-    const acc_t* c_prev = c_p + t * B * H;
-    const acc_t* c_cur = c_p + (t + 1) * B * H;
-    acc_t* dg_t = dg_p + t * B * G;
-    at::parallel_for(0, B * H, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        const int64_t b = k / H, j = k - b * H, r = b * G + j;
-        const acc_t i = gates_t[r], f = gates_t[r + H];
-        const acc_t g = gates_t[r + 2 * H], o = gates_t[r + 3 * H];
-        const acc_t tc = std::tanh(c_cur[k]);
-        const acc_t dh_t = acc_t(dy_t[k]) + dh_p[k];
-        const acc_t dc_t = dc_p[k] + dh_t * o * (acc_t(1) - tc * tc);
-        dg_t[r] = dc_t * g * i * (acc_t(1) - i);
-        dg_t[r + H] = dc_t * c_prev[k] * f * (acc_t(1) - f);
-        dg_t[r + 2 * H] = dc_t * i * (acc_t(1) - g * g);
-        dg_t[r + 3 * H] = dh_t * tc * o * (acc_t(1) - o);
-        dc_p[k] = dc_t * f;
-      }
+    const at::Tensor act = as_acc(gates[t], acc);  // [B, 4H]
+    const at::Tensor dy_t = as_acc(dy[t], acc);    // [B, H]
+    const acc_t* act_p = act.const_data_ptr<acc_t>();
+    const acc_t* dy_p = dy_t.const_data_ptr<acc_t>();
+    const acc_t* c_prev = c_all[t].const_data_ptr<acc_t>();
+    const acc_t* c_cur = c_all[t + 1].const_data_ptr<acc_t>();
+    acc_t* dg_p = dgx_acc[t].mutable_data_ptr<acc_t>();
+    for_each_row_segment(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      cpu::bwd_row<acc_t>(act_p + b * G, c_prev + b * H, c_cur + b * H, dy_p + b * H,
+                          dh_p + b * H, dc_p + b * H, dg_p + b * G, H, j0, j1);
     });
     at::mm_out(dh, dgx_acc[t], w);
   }

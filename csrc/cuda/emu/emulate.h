@@ -1,0 +1,59 @@
+// CPU emulation of the device primitives of persistent_common.cuh, used when
+// it is compiled with -DCHARRNN_EMULATE by g++ (see emulate_test.cpp, run.sh).
+//
+// Every CUDA thread is an OS thread and all blocks run at once, so the grid
+// barrier is exercised for real (std::atomic_ref with release/acquire). An
+// asynchronous copy is only queued; it happens when a cp_async_wait retires its
+// group, the latest moment the hardware may perform it: a read of the stage
+// before its wait sees the NaN bytes the shared memory was filled with.
+#pragma once
+
+#include <atomic>
+#include <cassert>
+#include <cstdint>
+#include <thread>
+
+#include "include/cuda_runtime.h"
+
+namespace charrnn_emu {
+unsigned char* block_smem();
+void defer_copy(void* dst, const void* src, int bytes);
+void commit_group();
+void wait_groups(int keep);
+}  // namespace charrnn_emu
+
+namespace charrnn_fast::cuda::detail {
+
+inline unsigned char* dynamic_smem() { return charrnn_emu::block_smem(); }
+
+inline void cp_async16_cg(void* dst, const void* src) {
+  assert(reinterpret_cast<uintptr_t>(dst) % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0);
+  charrnn_emu::defer_copy(dst, src, 16);
+}
+
+inline void cp_async8(void* dst, const void* src) {
+  assert(reinterpret_cast<uintptr_t>(dst) % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 8 == 0);
+  charrnn_emu::defer_copy(dst, src, 8);
+}
+
+inline void cp_async_commit() { charrnn_emu::commit_group(); }
+
+template <int N>
+inline void cp_async_wait() {
+  charrnn_emu::wait_groups(N);
+}
+
+inline void grid_arrive(unsigned* counter) {
+  __syncthreads();
+  if (threadIdx.x == 0) std::atomic_ref<unsigned>(*counter).fetch_add(1, std::memory_order_release);
+}
+
+inline void grid_wait(const unsigned* counter, unsigned target) {
+  if (threadIdx.x == 0) {
+    std::atomic_ref<unsigned> c(*const_cast<unsigned*>(counter));
+    while (c.load(std::memory_order_acquire) < target) std::this_thread::yield();
+  }
+  __syncthreads();
+}
+
+}  // namespace charrnn_fast::cuda::detail

@@ -1,0 +1,190 @@
+// Logic check of the persistent CUDA kernels on the CPU, without a GPU: runs
+// launch_fwd_persistent / launch_bwd_persistent under the emulation
+// (emulate.h) for planner-chosen and hand-picked geometries (several M- and
+// K-chunks, K-split warps, batch slices, T = 1) and compares every output with
+// a float64 loop of the op contract on the same rounded inputs. It checks
+// indexing, shared-memory layout, pipeline waits and the grid barrier; not
+// speed, and not the hardware's memory model. Build and run: emu/run.sh.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../kernels.h"
+#include "../plan.h"
+
+using namespace charrnn_fast::cuda;
+
+namespace {
+
+float to_f(float x) { return x; }
+float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+float to_f(__half x) { return __half2float(x); }
+template <class T>
+T from_f(float x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
+  else return __float2half_rn(x);
+}
+
+double sig(double x) { return 1 / (1 + std::exp(-x)); }
+
+struct Err {
+  double worst = 0;
+  std::string what;
+  void add(const char* name, double got, double want, double tol) {
+    const double e = std::fabs(got - want) / tol;
+    if (!(e <= worst)) worst = e, what = name;  // NaN becomes the worst
+  }
+};
+
+template <class T>
+bool run_case(DType dt, int T_, int B, int H, const Geom* fwd_g, const Geom* bwd_g,
+              const char* label) {
+  const int G = 4 * H, Bp = (B + 15) / 16 * 16;
+  const double tol = dt == DType::kFloat32 ? 2e-5 : dt == DType::kFloat16 ? 4e-3 : 3e-2;
+  std::mt19937 rng(1234 + T_ * 7 + B * 131 + H);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  auto fill = [&](std::vector<T>& v, float scale) {
+    for (T& x : v) x = from_f<T>(scale * u(rng));
+  };
+  std::vector<T> gx(size_t(T_) * B * G), w(size_t(G) * H), h0(size_t(B) * H), c0(size_t(B) * H);
+  std::vector<T> dy(size_t(T_) * B * H), dhT(size_t(B) * H), dcT(size_t(B) * H);
+  fill(gx, 1.5f), fill(w, 2.f / std::sqrt(float(H))), fill(h0, 1.f), fill(c0, 1.f);
+  fill(dy, 1.f), fill(dhT, 1.f), fill(dcT, 1.f);
+
+  const DeviceLimits lim{132, 232448};
+  Plan pf = plan_persistent(false, dt, T_, B, H, lim), pb = plan_persistent(true, dt, T_, B, H, lim);
+  if (fwd_g) pf.g = *fwd_g, pf.persistent = true;
+  if (bwd_g) pb.g = *bwd_g, pb.persistent = true;
+  if (!pf.persistent || !pb.persistent) {
+    std::printf("%s: not persistent: %s / %s\n", label, pf.why.c_str(), pb.why.c_str());
+    return false;
+  }
+  pf.g.T = pb.g.T = T_;
+  for (const Plan* p : {&pf, &pb}) {
+    const bool bwd = p == &pb;
+    if (make_layout(bwd, dt, p->g).total > lim.smem_optin) {
+      std::printf("%s: geometry does not fit\n", label);
+      return false;
+    }
+  }
+
+  // ---- forward (kernel)
+  std::vector<T> y(size_t(T_) * B * H), gates(size_t(T_) * B * G), hbuf(size_t(2) * Bp * H);
+  std::vector<float> c_all(size_t(T_ + 1) * B * H);
+  std::memset(hbuf.data(), 0, hbuf.size() * sizeof(T));
+  std::memcpy(hbuf.data() + size_t(Bp) * H, h0.data(), h0.size() * sizeof(T));
+  for (size_t i = 0; i < c0.size(); ++i) c_all[i] = to_f(c0[i]);
+  unsigned counter = 0;
+  const FwdArgs fa{gx.data(), w.data(), y.data(), c_all.data(), gates.data(), hbuf.data(), &counter};
+  if (launch_fwd_persistent(dt, pf.g, fa, nullptr) != cudaSuccess) return false;
+
+  // ---- forward (float64 reference, h rounded to the dtype like the contract)
+  Err ef;
+  std::vector<double> h(size_t(B) * H), c(size_t(B) * H);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = to_f(h0[i]), c[i] = to_f(c0[i]);
+  for (int t = 0; t < T_; ++t) {
+    std::vector<double> hn(h.size());
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < H; ++j) {
+        double a[4];
+        for (int q = 0; q < 4; ++q) {
+          double s = to_f(gx[(size_t(t) * B + b) * G + q * H + j]);
+          for (int k = 0; k < H; ++k) s += h[size_t(b) * H + k] * to_f(w[size_t(q * H + j) * H + k]);
+          a[q] = s;
+        }
+        a[0] = sig(a[0]), a[1] = sig(a[1]), a[2] = std::tanh(a[2]), a[3] = sig(a[3]);
+        const size_t k = size_t(b) * H + j, row = size_t(t) * B + b;
+        c[k] = a[1] * c[k] + a[0] * a[2];
+        hn[k] = to_f(from_f<T>(float(a[3] * std::tanh(c[k]))));
+        ef.add("y", to_f(y[row * H + j]), hn[k], tol);
+        ef.add("c_all", c_all[(row + B) * H + j], c[k], tol);
+        for (int q = 0; q < 4; ++q) ef.add("gates", to_f(gates[row * G + q * H + j]), a[q], tol);
+      }
+    h = hn;
+  }
+
+  // ---- backward (kernel), on the kernel's own forward outputs
+  std::vector<T> dgx(size_t(T_) * B * G), dh0(size_t(B) * H), dc0(size_t(B) * H);
+  const size_t xelems = (dt == DType::kBFloat16 ? 4 : 2) * size_t(Bp) * G;
+  std::vector<unsigned char> xbuf(xelems * (dt == DType::kBFloat16 ? 2 : 4), 0);
+  counter = 0;
+  const BwdArgs ba{dy.data(), dhT.data(), dcT.data(), w.data(), c_all.data(), gates.data(),
+                   dgx.data(), dh0.data(), dc0.data(), xbuf.data(), &counter};
+  if (launch_bwd_persistent(dt, pb.g, ba, nullptr) != cudaSuccess) return false;
+
+  // ---- backward (float64 reference)
+  Err eb;
+  std::vector<double> dh(size_t(B) * H), dc(size_t(B) * H), dg(size_t(B) * G);
+  for (size_t i = 0; i < dh.size(); ++i) dh[i] = to_f(dhT[i]), dc[i] = to_f(dcT[i]);
+  for (int t = T_ - 1; t >= 0; --t) {
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < H; ++j) {
+        const size_t k = size_t(b) * H + j, row = size_t(t) * B + b;
+        const double i = to_f(gates[row * G + j]), f = to_f(gates[row * G + H + j]);
+        const double g = to_f(gates[row * G + 2 * H + j]), o = to_f(gates[row * G + 3 * H + j]);
+        const double tc = std::tanh(double(c_all[(row + B) * H + j]));
+        const double dht = to_f(dy[row * H + j]) + dh[k];
+        const double dct = dc[k] + dht * o * (1 - tc * tc);
+        const double d4[4] = {dct * g * i * (1 - i), dct * c_all[row * H + j] * f * (1 - f),
+                              dct * i * (1 - g * g), dht * tc * o * (1 - o)};
+        for (int q = 0; q < 4; ++q) {
+          dg[size_t(b) * G + q * H + j] = d4[q];
+          eb.add("dgx", to_f(dgx[row * G + q * H + j]), d4[q], tol);
+        }
+        dc[k] = dct * f;
+      }
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < H; ++j) {
+        double s = 0;
+        for (int r = 0; r < G; ++r) s += dg[size_t(b) * G + r] * to_f(w[size_t(r) * H + j]);
+        dh[size_t(b) * H + j] = s;
+      }
+  }
+  for (size_t k = 0; k < dh.size(); ++k) {
+    eb.add("dh0", to_f(dh0[k]), dh[k], tol);
+    eb.add("dc0", to_f(dc0[k]), dc[k], tol);
+  }
+  const bool ok = ef.worst <= 1 && eb.worst <= 1;
+  std::printf("%-40s fwd[%s] bwd[%s] worst err/tol fwd %.3f (%s) bwd %.3f (%s) %s\n", label,
+              describe(pf).c_str(), describe(pb).c_str(), ef.worst, ef.what.c_str(), eb.worst,
+              eb.what.c_str(), ok ? "ok" : "FAIL");
+  return ok;
+}
+
+// Geometry with the grid derived from U and BS.
+Geom geom(int B, int H, int U, int BS, int MC, int KC, int KS) {
+  return Geom{0, B, H, U, BS, H / U, (B + BS - 1) / BS, MC, KC, KS};
+}
+
+}  // namespace
+
+int main() {
+  int fails = 0;
+  auto check = [&](bool ok) { fails += !ok; };
+  // Planner-chosen geometries.
+  check(run_case<__nv_bfloat16>(DType::kBFloat16, 3, 5, 64, nullptr, nullptr, "bf16 T3 B5 H64"));
+  check(run_case<float>(DType::kFloat32, 3, 20, 32, nullptr, nullptr, "fp32 T3 B20 H32"));
+  check(run_case<__half>(DType::kFloat16, 1, 3, 16, nullptr, nullptr, "fp16 T1 B3 H16"));
+  // Hand-picked: several M-chunks, K-chunks, K-split, batch slices.
+  {
+    const Geom f = geom(37, 48, 4, 32, 16, 16, 2), b = geom(37, 48, 16, 32, 16, 32, 2);
+    check(run_case<__half>(DType::kFloat16, 2, 37, 48, &f, &b, "fp16 T2 B37 H48 chunked"));
+  }
+  {
+    const Geom f = geom(33, 32, 8, 48, 16, 16, 1), b = geom(33, 32, 16, 48, 32, 64, 1);
+    check(run_case<float>(DType::kFloat32, 3, 33, 32, &f, &b, "fp32 T3 B33 H32 chunked"));
+  }
+  {
+    const Geom f = geom(20, 64, 16, 16, 16, 32, 1), b = geom(20, 64, 32, 16, 16, 64, 4);
+    check(run_case<__nv_bfloat16>(DType::kBFloat16, 4, 20, 64, &f, &b, "bf16 T4 B20 H64 slices"));
+  }
+  std::printf("%s\n", fails ? "SOME CASES FAILED" : "all cases ok");
+  return fails ? 1 : 0;
+}

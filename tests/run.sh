@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, set-up included: lint, the main pytest run, the Triton
+# kernels under the CPU interpreter (a separate process, since TRITON_INTERPRET
+# must be set before Triton kernels are defined), the benchmark smoke runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+ruff check .
+ruff format --check .
+python -m pytest -m "not triton" tests
+TRITON_INTERPRET=1 python -m pytest -m triton tests
+python bench/run.py --quick
+python -m pytest tests/bench --benchmark-disable -q
