@@ -60,7 +60,7 @@ def _nvidia_includes() -> list[str]:
     # Headers behind ATen/cuda/CUDAContext.h (cuBLAS, cuSPARSE) ship in the
     # nvidia-* wheels that the CUDA build of torch depends on.
     dirs = []
-    for sp in site.getsitepackages() + [site.getusersitepackages()]:
+    for sp in [*site.getsitepackages(), site.getusersitepackages()]:
         dirs += glob.glob(os.path.join(sp, "nvidia", "cu*", "include"))
         dirs += glob.glob(os.path.join(sp, "nvidia", "*", "include"))
     return sorted(set(dirs))
@@ -103,7 +103,7 @@ setup(
     version="0.1.0",
     description="A drop-in torch.nn.LSTM with fused recurrence kernels, and char-rnn on top",
     python_requires=">=3.10",
-    packages=find_packages(include=["charrnn_fast", "charrnn_fast.*"]) + ["charrnn_fast.kernels"],
+    packages=[*find_packages(include=["charrnn_fast", "charrnn_fast.*"]), "charrnn_fast.kernels"],
     # kernels/ is installed as charrnn_fast.kernels, never as a top-level
     # `kernels` module (that name is taken on PyPI).
     package_dir={"charrnn_fast.kernels": "kernels"},

@@ -41,7 +41,10 @@ def make_inputs(
 
 
 def run(
-    m: nn.Module, inputs: dict[str, Tensor], dtype: torch.dtype, device: str = "cpu",
+    m: nn.Module,
+    inputs: dict[str, Tensor],
+    dtype: torch.dtype,
+    device: str = "cpu",
     with_hx: bool = True,
 ) -> dict[str, Tensor]:
     """Forward and backward of m in dtype; every output and gradient as float64 CPU."""
@@ -67,8 +70,11 @@ def run(
 
 
 def assert_close_calibrated(
-    got: dict[str, Tensor], plain: dict[str, Tensor], truth: dict[str, Tensor],
-    dtype: torch.dtype, label: str = "",
+    got: dict[str, Tensor],
+    plain: dict[str, Tensor],
+    truth: dict[str, Tensor],
+    dtype: torch.dtype,
+    label: str = "",
 ) -> None:
     """Each quantity of got within 2 x |plain - truth| + floor of truth; diffs printed first."""
     assert got.keys() == truth.keys(), (sorted(got), sorted(truth))

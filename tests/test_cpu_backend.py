@@ -3,10 +3,10 @@ against the float64 truth, within twice plain PyTorch's error in the same dtype.
 
 import pytest
 import torch
+from lstm_check import assert_close_calibrated, make_inputs, run
 from torch import nn
 
 import charrnn_fast
-from lstm_check import assert_close_calibrated, make_inputs, run
 
 SHAPES = [(1, 1, 7), (1, 5, 16), (3, 1, 16), (4, 9, 7), (2, 6, 33)]  # (B, T, H)
 LAYOUTS = [

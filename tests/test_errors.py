@@ -19,7 +19,9 @@ def test_input_of_wrong_rank(m):
 
 
 def test_input_of_wrong_feature_size(m):
-    with pytest.raises(RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 4, got 5"):
+    with pytest.raises(
+        RuntimeError, match="input.size\\(-1\\) must be equal to input_size. Expected 4, got 5"
+    ):
         m(torch.randn(3, 2, 5))
 
 
@@ -28,7 +30,10 @@ def test_hidden_state_of_wrong_shape(m, which):
     hx = [torch.zeros(2, 3, 6), torch.zeros(2, 3, 6)]
     hx[which] = torch.zeros(2, 3, 5)
     name = "h_0" if which == 0 else "c_0"
-    with pytest.raises(RuntimeError, match=f"Expected hx\\[{which}\\] \\({name}\\) of size \\(2, 3, 6\\), got \\(2, 3, 5\\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=f"Expected hx\\[{which}\\] \\({name}\\) of size \\(2, 3, 6\\), got \\(2, 3, 5\\)",
+    ):
         m(torch.randn(7, 3, 4), tuple(hx))
 
 
@@ -40,7 +45,10 @@ def test_hidden_state_of_wrong_rank(m):
 
 
 def test_input_dtype_differs_from_weights(m):
-    with pytest.raises(ValueError, match="input dtype \\(torch.float64\\) does not match weight dtype \\(torch.float32\\)"):
+    with pytest.raises(
+        ValueError,
+        match="input dtype \\(torch.float64\\) does not match weight dtype \\(torch.float32\\)",
+    ):
         m(torch.randn(3, 2, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="hx\\[1\\] \\(c_0\\) dtype"):
         m(torch.randn(3, 2, 4), (torch.zeros(2, 2, 6), torch.zeros(2, 2, 6, dtype=torch.float64)))
@@ -69,13 +77,21 @@ def _op_args(T=3, B=2, H=4, dtype=torch.float32):
 @pytest.mark.parametrize(
     "index,bad,message",
     [
-        (0, torch.randn(3, 2, 4, 4).transpose(2, 3).reshape(3, 2, 16)[:, :, :15], "gx must have shape"),
+        (
+            0,
+            torch.randn(3, 2, 4, 4).transpose(2, 3).reshape(3, 2, 16)[:, :, :15],
+            "gx must have shape",
+        ),
         (0, torch.randn(2, 3, 16).transpose(0, 1), "gx must be contiguous"),
         (1, torch.randn(16, 5), "w_hh must have shape \\[4H, H\\]"),
         (1, torch.randn(16, 4, dtype=torch.float64), "w_hh must have dtype Float"),
         (2, torch.randn(3, 4), "h0 must have shape \\[2, 4\\]"),
         (3, torch.randn(4, 2).t(), "c0 must be contiguous"),
-        (0, torch.randn(3, 2, 16).to(torch.int32), "gx must be float32, float64, bfloat16 or float16"),
+        (
+            0,
+            torch.randn(3, 2, 16).to(torch.int32),
+            "gx must be float32, float64, bfloat16 or float16",
+        ),
     ],
 )
 def test_op_rejects_bad_arguments(index, bad, message):
@@ -89,5 +105,7 @@ def test_op_backward_without_saved_gates_is_an_error():
     gx, w, h0, c0 = _op_args()
     y, c_all, gates = torch.ops.charrnn_fast.lstm_fwd(gx, w, h0, c0, False)
     assert gates.numel() == 0
-    with pytest.raises(RuntimeError, match="gates is empty: lstm_fwd was called with training=False"):
+    with pytest.raises(
+        RuntimeError, match="gates is empty: lstm_fwd was called with training=False"
+    ):
         torch.ops.charrnn_fast.lstm_bwd(torch.ones_like(y), h0, c0, w, y, c_all, gates, h0)

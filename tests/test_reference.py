@@ -3,12 +3,12 @@ and gradcheck of the explicit backward that the kernels implement."""
 
 import pytest
 import torch
+from lstm_check import make_inputs, run
 from torch import nn
 
 import charrnn_fast
 from charrnn_fast import backends
 from charrnn_fast.autograd import LSTMRecurrence
-from lstm_check import make_inputs, run
 
 CONFIGS = [
     # (I, H, layers, bidirectional, bias, batch_first, T, B)
