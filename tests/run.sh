@@ -8,7 +8,7 @@ bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
-python -m pytest -m "not triton" tests
-TRITON_INTERPRET=1 python -m pytest -m triton tests
+# --benchmark-disable: the micro-benchmarks in tests/bench run once, as tests.
+python -m pytest -m "not triton" --benchmark-disable tests
+TRITON_INTERPRET=1 python -m pytest -m triton --benchmark-disable tests
 python bench/run.py --quick
-python -m pytest tests/bench --benchmark-disable -q

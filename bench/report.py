@@ -1,0 +1,188 @@
+"""Result rows: the environment header, speed-ups, and the markdown / JSON / CSV outputs.
+
+The schema (one dict per row, fields in ROW_FIELDS) is documented in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCHEMA = "charrnn_fast.bench/1"
+ROW_FIELDS = (
+    "provider", "device", "mode", "dtype", "shape", "layers", "hidden", "input_size", "batch",
+    "seq", "status", "median_ms", "p20_ms", "p80_ms", "us_per_layer_step", "tokens_per_s",
+    "speedup_vs_baseline", "baseline", "peak_mem_mb", "max_err", "tol", "check_seq", "oracle",
+    "samples", "timer", "note",
+)  # fmt: skip
+STATUSES = ("ok", "skipped", "disagrees", "error")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str, argv: list[str]) -> dict:
+    """The header of a result file: what ran, where, with which versions."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    from charrnn_fast import backends
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        backend_report = backends.report()
+    cuda = device == "cuda" and torch.cuda.is_available()
+    sha = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "schema": SCHEMA,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if cuda else f"cpu: {_cpu_model()}",
+        "device_type": device,
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "command": " ".join(["python", *argv]),
+        "backends": backend_report.splitlines(),
+    }
+
+
+def config_key(r: dict) -> tuple:
+    """What a provider's row shares with its baseline's row."""
+    return (r["device"], r["mode"], r["dtype"], r["layers"], r["hidden"], r["batch"], r["seq"])
+
+
+def add_speedups(rows: list[dict], baseline: dict[str, str]) -> None:
+    """speedup_vs_baseline = baseline median / row median, within (device, mode, dtype, shape).
+
+    baseline: device type -> baseline provider. Rows whose baseline was not run
+    (or did not pass) keep None.
+    """
+    base = {
+        config_key(r): r
+        for r in rows
+        if r["provider"] == baseline.get(r["device"]) and r["status"] == "ok"
+    }
+    for r in rows:
+        b = base.get(config_key(r))
+        r["baseline"] = baseline.get(r["device"])
+        if r["status"] == "ok" and b is not None:
+            r["speedup_vs_baseline"] = 1.0 if b is r else b["median_ms"] / r["median_ms"]
+
+
+def _fmt(v: object, digits: int = 3) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if v >= 10**digits:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _status_text(r: dict) -> str:
+    if r["status"] == "ok":
+        return "ok"
+    if r["status"] == "disagrees":
+        return f"DISAGREES: {r['note']}"
+    return f"{r['status']}: {r['note']}"
+
+
+def markdown(rows: list[dict], header: dict) -> str:
+    """The human summary: a few header lines, then one table row per result row."""
+    lines = [
+        f"## charrnn_fast bench: {header['device']}",
+        "",
+        f"{header['date']}, git {(header['git_sha'] or '?')[:12]}"
+        f"{' (dirty)' if header['git_dirty'] else ''}, torch {header['torch']}, "
+        f"triton {header['triton']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}, "
+        f"{header['torch_threads']} threads on {header['cpu_model']}; "
+        f"TF32 cudnn={header['tf32_cudnn']} matmul={header['tf32_matmul']}",
+        "",
+        "| provider | mode | dtype | shape | L×H | B | T | median ms | p20 ms | p80 ms "
+        "| µs/layer-step | tokens/s | speed-up | peak MiB | status |",
+        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        speed = "" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.3g}×"
+        cells = [
+            r["provider"], r["mode"], r["dtype"], r["shape"], f"{r['layers']}×{r['hidden']}",
+            str(r["batch"]), str(r["seq"]), _fmt(r["median_ms"]), _fmt(r["p20_ms"]),
+            _fmt(r["p80_ms"]), _fmt(r["us_per_layer_step"]), _fmt(r["tokens_per_s"]), speed,
+            _fmt(r["peak_mem_mb"]), _status_text(r).replace("|", "/"),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    base = ", ".join(
+        f"{k}: {v}" for k, v in sorted({r["device"]: r["baseline"] for r in rows}.items())
+    )
+    lines += [
+        "",
+        f"speed-up = baseline median / provider median (baseline per device: {base}); "
+        "µs/layer-step = median / (layers × T); tokens/s = B × T / median.",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, header: dict, rows: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    doc = {"header": header, "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in rows]}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def write_csv(path: str | Path, header: dict, rows: list[dict]) -> None:
+    """CSV with the header as leading `# key: value` comment lines."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        for k, v in header.items():
+            text = " / ".join(v) if isinstance(v, list) else v
+            f.write(f"# {k}: {text}\n")
+        w = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else r[k] for k in ROW_FIELDS})
+
+
+def load_json(path: str | Path) -> dict:
+    doc = json.loads(Path(path).read_text())
+    if doc.get("header", {}).get("schema") != SCHEMA or "rows" not in doc:
+        raise ValueError(f"{path}: not a bench/run.py result file (schema {SCHEMA})")
+    return doc
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

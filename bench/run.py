@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Throughput of charrnn_fast's LSTM backends against cuDNN / nn.LSTM.
+
+    python bench/run.py                       # default grid on the GPU, else the CPU
+    python bench/run.py --quick               # one small shape, few reps (CI)
+    python bench/run.py --providers cudnn,cuda --shapes blog,2x256:32:64 --modes fwd \
+        --dtypes bf16 --json out.json --csv out.csv --md out.md --plot out.png
+    python bench/run.py --compare A.json B.json
+
+Every provider is checked against a float64 oracle on each configuration
+before it is timed (bench/check.py); one that disagrees is reported, not timed.
+The markdown table is printed last on stdout; progress goes to stderr. The exit
+status is 1 when a row disagrees or errs. Schema and conventions: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import itertools
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench import config, providers, report, timing
+from bench.check import Checker
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--providers", help="comma list (default: the device's baseline + usable backends)"
+    )
+    p.add_argument(
+        "--shapes", help=f"comma list of presets ({', '.join(config.PRESETS)}) or LxH:B:T"
+    )
+    p.add_argument("--modes", help=f"comma list of {', '.join(config.MODES)} (default: all)")
+    p.add_argument(
+        "--dtypes", help="comma list (default: float32,bfloat16 on cuda, float32 on cpu)"
+    )
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--quick", action="store_true", help="one small shape, float32, few reps")
+    p.add_argument("--json", metavar="PATH", help="write rows + header as JSON")
+    p.add_argument("--csv", metavar="PATH", help="write rows as CSV (header as # comments)")
+    p.add_argument("--md", metavar="PATH", help="write the markdown table")
+    p.add_argument("--plot", metavar="PATH", help="PNG of speed-up over the baseline per shape")
+    p.add_argument(
+        "--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two runs, time nothing"
+    )
+    p.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU providers")
+    p.add_argument("--tf32", choices=("off", "on"), default="off",
+                   help="TF32 in cuDNN and cuBLAS fp32 math (off: true fp32)")  # fmt: skip
+    p.add_argument(
+        "--reference-any-size", action="store_true", help="time `reference` on any shape"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--list", action="store_true", help="list providers and shapes, time nothing")
+    return p.parse_args(argv)
+
+
+def _plan(
+    args: argparse.Namespace,
+) -> tuple[str, list[str], list[config.Shape], list[str], list[str], list[str]]:
+    """(device, providers, shapes, modes, dtypes, notes) from the arguments."""
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+    notes: list[str] = []
+    if args.providers:
+        provs = config.split_list(args.providers)
+        unknown = [p for p in provs if p not in providers.known()]
+        if unknown:
+            raise SystemExit(
+                f"--providers: unknown {unknown}; known: {', '.join(providers.known())}"
+            )
+    else:
+        provs, notes = providers.default_providers(device)
+    default_shapes = config.QUICK_SHAPES if args.quick else config.DEFAULT_SHAPES
+    default_dtypes = ["float32"] if args.quick or device == "cpu" else ["float32", "bfloat16"]
+    try:
+        shapes = [config.parse_shape(s) for s in config.split_list(args.shapes) or default_shapes]
+        modes = [config.parse_mode(m) for m in config.split_list(args.modes) or config.MODES]
+        dtypes = [config.parse_dtype(d) for d in config.split_list(args.dtypes) or default_dtypes]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    # The baseline first: each group of rows in the table then starts with it.
+    provs.sort(key=lambda p: p not in providers.BASELINE.values())
+    return device, list(dict.fromkeys(provs)), shapes, modes, list(dict.fromkeys(dtypes)), notes
+
+
+def _row(provider: str, mode: str, dtype: str, shape: config.Shape, device: str) -> dict:
+    row = dict.fromkeys(report.ROW_FIELDS)
+    row.update(provider=provider, device=providers.device_of(provider, device).type, mode=mode,
+               dtype=dtype, shape=shape.name, layers=shape.layers, hidden=shape.hidden,
+               input_size=shape.input_size, batch=shape.batch, seq=shape.seq, note="")  # fmt: skip
+    return row
+
+
+def _measure(row: dict, args: argparse.Namespace, shape: config.Shape, device: str) -> None:
+    """Time one checked configuration and fill the row's figures."""
+    budget = timing.QUICK if args.quick else timing.Budget()
+    fn, note = providers.workload(
+        row["provider"], row["mode"], shape, row["dtype"], device, seed=args.seed
+    )
+    dev = providers.device_of(row["provider"], device)
+    t = timing.time_step(fn, dev, budget)
+    mem, mem_how = timing.peak_memory_mb(fn, dev)
+    L, B, T = shape.layers, shape.batch, shape.seq
+    row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, samples=t.samples,
+               timer=t.method, us_per_layer_step=t.median_ms * 1e3 / (L * T),
+               tokens_per_s=B * T / (t.median_ms / 1e3), peak_mem_mb=mem, status="ok")  # fmt: skip
+    row["note"] = "; ".join(x for x in (note, f"peak mem: {mem_how}") if x)
+
+
+def _one(row: dict, args: argparse.Namespace, shape: config.Shape, device: str,
+         checker: Checker, label: str) -> None:  # fmt: skip
+    """Skip, check, then time one row."""
+    prov, mode, dtype = row["provider"], row["mode"], row["dtype"]
+    reason = providers.skip_reason(prov, shape, dtype, device, args.reference_any_size)
+    if reason is not None:
+        row.update(status="skipped", note=reason)
+        report.progress(f"{label}: skipped: {reason}")
+        return
+    t0 = time.perf_counter()
+    verdict = checker.check(prov, shape, dtype, device, mode)
+    t1 = time.perf_counter()
+    row.update(max_err=verdict.err, tol=verdict.tol, check_seq=verdict.seq, oracle=verdict.oracle)
+    if not verdict.ok:
+        row.update(status="disagrees", note=verdict.describe())
+        report.progress(f"{label}: DISAGREES: {verdict.describe()}")
+        return
+    _measure(row, args, shape, device)
+    t2 = time.perf_counter()
+    report.progress(
+        f"{label}: {row['median_ms']:.4g} ms (check {t1 - t0:.1f} s, timing {t2 - t1:.1f} s)"
+    )
+
+
+@contextlib.contextmanager
+def _settings(args: argparse.Namespace) -> Iterator[None]:
+    """Threads and TF32 as asked for the run, restored after (run() may be called in-process)."""
+    saved = (torch.get_num_threads(), torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
+        timing.steady_cpu_allocator()
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[1:]
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
+    """Every (dtype, shape, mode, provider) row, speed-ups filled in, and the header."""
+    device, provs, shapes, modes, dtypes, notes = _plan(args)
+    header = report.environment(device, ["bench/run.py", *argv])
+    header["notes"] = notes
+    for n in notes:
+        report.progress(n)
+    checker = Checker(seed=args.seed)
+    rows: list[dict] = []
+    grid = list(itertools.product(dtypes, shapes, modes, provs))
+    for dtype, shape, mode, prov in grid:
+        row = _row(prov, mode, dtype, shape, device)
+        rows.append(row)
+        label = f"[{len(rows)}/{len(grid)}] {prov} {mode} {dtype} {shape.name} ({shape.spec})"
+        try:
+            _one(row, args, shape, device, checker, label)
+        except Exception as exc:  # an `error` row; the traceback goes to stderr
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            row.update(status="error", note=f"{type(exc).__name__}: {first}")
+            report.progress(f"{label}: ERROR\n{traceback.format_exc()}")
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    report.add_speedups(rows, providers.BASELINE)
+    return rows, header
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.compare:
+        from bench.compare import compare
+
+        print(compare(*args.compare)[0])
+        return 0
+    if args.list:
+        print("providers:", ", ".join(providers.known()))
+        for name, s in config.PRESETS.items():
+            print(f"shape {name}: {s.spec} (layers x hidden : batch : steps), input size = hidden")
+        return 0
+    with _settings(args):
+        rows, header = run(args, argv)
+    table = report.markdown(rows, header)
+    if args.json:
+        report.write_json(args.json, header, rows)
+    if args.csv:
+        report.write_csv(args.csv, header, rows)
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(table + "\n")
+    if args.plot:
+        from bench.plot import plot
+
+        plot(
+            rows,
+            args.plot,
+            f"{header['device']} ({header['date'][:10]}, git {(header['git_sha'] or '?')[:8]})",
+        )
+    print(table)
+    bad = [r for r in rows if r["status"] in ("disagrees", "error")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
