@@ -104,7 +104,7 @@ struct FwdArgs {
   float* c_all;      // [T+1, B, H] fp32; c_all[0] = c0 on entry
   void* gates;       // [T, B, 4H] input dtype (out), or nullptr when not training
   void* hbuf;        // [2, Bp, H] input dtype, zeroed; hbuf[1][:B] = h0 on entry
-  unsigned* counter; // one zeroed barrier counter
+  unsigned* counter; // [n_bs] zeroed barrier counters, one per batch slice
 };
 
 struct BwdArgs {
@@ -118,7 +118,7 @@ struct BwdArgs {
   void* dh0;          // [B, H] (out)
   void* dc0;          // [B, H] (out)
   void* xbuf;         // zeroed exchange: bf16 [2, 2(hi,lo), Bp, 4H]; else fp32 [2, Bp, 4H]
-  unsigned* counter;  // one zeroed barrier counter
+  unsigned* counter;  // [n_bs] zeroed barrier counters, one per batch slice
 };
 
 // Blocks of the kernel that fit on one SM with `smem` bytes of dynamic shared

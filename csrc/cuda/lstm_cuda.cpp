@@ -5,8 +5,8 @@
 // Path selection rule (copy into README):
 //   Each direction (forward, backward) runs one of two paths.
 //   * persistent: one cooperative launch for all T steps; every block keeps its
-//     slice of W_hh in shared memory for the whole sequence and the blocks meet
-//     at a grid barrier once per step. Eligible when H % 16 == 0 and a geometry
+//     slice of W_hh in shared memory for the whole sequence and the blocks that
+//     share batch rows meet at a barrier once per step. Eligible when H % 16 == 0 and a geometry
 //     fits the device (csrc/cuda/plan.cpp):
 //       forward : a block owns U hidden units (U in {4, 8, ..., 128}, U | H) and
 //                 BS batch rows; its slice is 4U x H elements of the input dtype;
@@ -125,9 +125,9 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev) {
     cache.emplace(key, p);
   }
   p.g.T = static_cast<int>(std::min<int64_t>(d.T, INT_MAX));
-  if (p.persistent && d.T * (p.g.n_us * p.g.n_bs) >= (int64_t(1) << 31)) {
+  if (p.persistent && (d.T + 1) * p.g.n_us >= (int64_t(1) << 31)) {
     p.persistent = false;
-    p.why = "T * grid overflows the 32-bit barrier counter";
+    p.why = "T * (H / U) overflows the 32-bit barrier counter";
   }
   return p;
 }
@@ -167,7 +167,7 @@ bool fwd_persistent(const cuda::Plan& p, Path forced, DType dt, const Dims& d, c
   const int64_t Bp = (d.B + 15) / 16 * 16;
   at::Tensor hbuf = at::zeros({2, Bp, d.H}, gx.options());  // [2, Bp, H]; padding rows stay 0
   hbuf.select(0, 1).narrow(0, 0, d.B).copy_(h0);
-  at::Tensor counter = at::zeros({1}, gx.options().dtype(at::kInt));
+  at::Tensor counter = at::zeros({p.g.n_bs}, gx.options().dtype(at::kInt));  // per slice
   const cuda::FwdArgs a{gx.const_data_ptr(),   w_hh.const_data_ptr(),
                         y.mutable_data_ptr(),  c_all.mutable_data_ptr<float>(),
                         training ? gates.mutable_data_ptr() : nullptr,
@@ -234,7 +234,7 @@ bool bwd_persistent(const cuda::Plan& p, Path forced, DType dt, const Dims& d,
   // fp32 [2 parity, Bp, 4H]; padding rows stay 0.
   at::Tensor xbuf = dt == DType::kBFloat16 ? at::zeros({2, 2, Bp, G}, dy.options())
                                            : at::zeros({2, Bp, G}, dy.options().dtype(at::kFloat));
-  at::Tensor counter = at::zeros({1}, dy.options().dtype(at::kInt));
+  at::Tensor counter = at::zeros({p.g.n_bs}, dy.options().dtype(at::kInt));  // per slice
   const cuda::BwdArgs a{dy.const_data_ptr(),  dhT.const_data_ptr(),       dcT.const_data_ptr(),
                         w_hh.const_data_ptr(), c_all.const_data_ptr<float>(),
                         gates.const_data_ptr(), dgx.mutable_data_ptr(),   dh0.mutable_data_ptr(),
@@ -328,7 +328,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cuda(
 
 // "fwd=persistent(U=8 BS=16 ...); bwd=stepwise(<reason>)": the auto choice.
 std::string cuda_plan(const at::Tensor& gx, const at::Tensor& w_hh) {
-  TORCH_CHECK(gx.is_cuda(), "charrnn_fast (cuda): gx must be a CUDA tensor, got ", gx.device());
+  TORCH_CHECK(gx.is_cuda(), "charrnn_fast (cuda): cuda_plan needs CUDA tensors, gx is on ",
+              gx.device());
   TORCH_CHECK(gx.dim() == 3 && w_hh.dim() == 2 && gx.size(2) == w_hh.size(0),
               "charrnn_fast (cuda): cuda_plan expects gx [T, B, 4H] and w_hh [4H, H], got ",
               gx.sizes(), " and ", w_hh.sizes());
@@ -353,6 +354,10 @@ TORCH_LIBRARY_FRAGMENT(charrnn_fast, m) {
 TORCH_LIBRARY_IMPL(charrnn_fast, CUDA, m) {
   m.impl("lstm_fwd", &lstm_fwd_cuda);
   m.impl("lstm_bwd", &lstm_bwd_cuda);
+}
+
+// Any backend: on CPU tensors it says that it needs CUDA ones.
+TORCH_LIBRARY_IMPL(charrnn_fast, CompositeExplicitAutograd, m) {
   m.impl("cuda_plan", &cuda_plan);
 }
 

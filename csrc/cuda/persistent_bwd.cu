@@ -4,8 +4,9 @@
 // [b0, b0 + BS). Its slice of W_hh^T (the U columns of its units over all 4H
 // gate rows, stored [U][4H]) is copied into shared memory once. Step s = 0..T
 // handles t = T - 1 - s:
-//   1. (s > 0) wait at the grid barrier for dgates_{t+1} of every block and
-//      compute dh_rec = dgates_{t+1} W_hh[:, units] on tensor cores (block_gemm);
+//   1. (s > 0) wait at the barrier for dgates_{t+1} of every block of the
+//      batch slice, and compute dh_rec = dgates_{t+1} W_hh[:, units] on tensor
+//      cores (block_gemm);
 //      at s = 0, dh_rec = dhT;
 //   2. (s < T) pointwise in fp32: dh = dy[t] + dh_rec, dc = dc + dh o (1 - tanh^2 c),
 //      the four pre-activation gradients, dc <- dc f (dc kept in shared memory);
@@ -47,6 +48,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
 
   const int u0 = (blockIdx.x % g.n_us) * U;
   const int b0 = (blockIdx.x / g.n_us) * g.BS;
+  unsigned* counter = a.counter + blockIdx.x / g.n_us;  // this batch slice's barrier
   const int rows_blk = min(g.BS, B - b0);
   const T* dy = static_cast<const T*>(a.dy);
   const T* dhT = static_cast<const T*>(a.dhT);
@@ -92,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
   stage_aux(T_ - 1, 0, min(g.MC, rows_blk));
   for (int s = 0; s <= T_; ++s) {
     const int t = T_ - 1 - s;
-    if (s > 0) grid_wait(a.counter, unsigned(s) * gridDim.x);
+    if (s > 0) grid_wait(counter, unsigned(s) * g.n_us);
     const AElem* x_prev = xbuf + ((s + 1) & 1) * x_parity;  // dgates_{t+1}
     AElem* x_next = xbuf + (s & 1) * x_parity;              // dgates_t
     for (int m0 = 0; m0 < rows_blk; m0 += g.MC) {
@@ -143,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
       __syncthreads();  // P and the staged inputs are reused by the next chunk
     }
     if (s < T_) {
-      grid_arrive(a.counter);
+      grid_arrive(counter);
       if (s + 1 < T_) stage_aux(t - 1, 0, min(g.MC, rows_blk));
     }
   }

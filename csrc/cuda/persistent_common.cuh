@@ -1,5 +1,5 @@
 // Device building blocks of the persistent LSTM kernels: asynchronous copies,
-// the grid barrier, dtype conversions and the block-level tensor-core GEMM.
+// the inter-block barrier, dtype conversions and the block-level tensor-core GEMM.
 //
 // The block GEMM computes P[KS][rows][N] (fp32 partial sums) = A[rows][K] x
 // Ws^T, where A streams from global memory (the exchange buffer other blocks
@@ -72,9 +72,11 @@ __device__ __forceinline__ void cp_async_wait() {
 // ----------------------------------------------------------------- barrier
 // A monotonically increasing counter, zeroed on the stream before the launch:
 // after its phase-k arrival a block waits until the counter reaches
-// (k + 1) * gridDim.x. No reset inside the launch, so no second barrier is
+// (k + 1) * parties. No reset inside the launch, so no second barrier is
 // needed to protect a reset. Release on arrival, acquire on the wait; the
-// bar.sync on each side extends the ordering to the whole block.
+// bar.sync on each side extends the ordering to the whole block. The kernels
+// keep one counter per batch slice: only the blocks that share batch rows
+// exchange data, so only they need to meet.
 __device__ __forceinline__ void grid_arrive(unsigned* counter) {
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -142,7 +144,7 @@ template <>
 __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 
 // Accurate expf/tanhf (no fast-math): the tolerance is set by rounding to the
-// dtype, and the cost of these is hidden behind the grid barrier.
+// dtype, and the cost of these is hidden behind the barrier.
 __device__ __forceinline__ float sigmoidf(float x) { return 1.f / (1.f + expf(-x)); }
 
 // ----------------------------------------------------------------- engines

@@ -3,7 +3,8 @@
 // Algorithm. Block (us, bs) owns hidden units [u0, u0 + U) and batch rows
 // [b0, b0 + BS). Its slice of W_hh (the 4U rows i, f, g, o of its units, all H
 // columns) is copied into shared memory once and stays there. Per step t:
-//   1. wait at the grid barrier until every block has written h_{t-1};
+//   1. wait at the barrier until every block of its batch slice (the n_us
+//      blocks that share its rows) has written h_{t-1};
 //   2. per M-chunk of MC rows: stream h_{t-1} (exchange buffer, through L2) into
 //      shared memory and compute the chunk's 4U pre-activations on tensor cores
 //      (block_gemm); add gx (prefetched into shared memory before the barrier),
@@ -12,7 +13,8 @@
 //   3. arrive at the barrier, prefetch the next step's gx, go to 1.
 // h_t is written to a double buffer hbuf[t & 1] (padded to Bp rows, padding
 // zero) so that a fast block writing h_t cannot overwrite h_{t-1} that a slow
-// block is still reading: one barrier per step suffices.
+// block is still reading: one barrier per step suffices. Batch slices touch
+// disjoint rows and never wait for each other.
 // Numerics: h fed to the next step is y[t] rounded to the input dtype (exact in
 // the mma operands); fp32 uses 3xTF32, so every dtype accumulates at fp32 grade.
 // Legend: T steps, B batch, H hidden units, G = 4H, U units per block,
@@ -42,6 +44,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
   const long long Bp = (B + 15) / 16 * 16;
   const int u0 = (blockIdx.x % g.n_us) * U;
   const int b0 = (blockIdx.x / g.n_us) * g.BS;
+  unsigned* counter = a.counter + blockIdx.x / g.n_us;  // this batch slice's barrier
   const int rows_blk = min(g.BS, B - b0);
   const T* gx = static_cast<const T*>(a.gx);
   const T* w = static_cast<const T*>(a.w_hh);
@@ -76,7 +79,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
 
   stage_gx(0, 0, min(g.MC, rows_blk));
   for (int t = 0; t < T_; ++t) {
-    if (t > 0) grid_wait(a.counter, unsigned(t) * gridDim.x);
+    if (t > 0) grid_wait(counter, unsigned(t) * g.n_us);
     const T* h_prev = hbuf + ((t + 1) & 1) * Bp * H;
     T* h_next = hbuf + (t & 1) * Bp * H;
     for (int m0 = 0; m0 < rows_blk; m0 += g.MC) {
@@ -115,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
       __syncthreads();  // P and gxs are reused by the next chunk
     }
     if (t + 1 < T_) {
-      grid_arrive(a.counter);
+      grid_arrive(counter);
       stage_gx(t + 1, 0, min(g.MC, rows_blk));  // independent of other blocks: before the wait
     }
   }

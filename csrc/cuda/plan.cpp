@@ -12,7 +12,7 @@
 // with bench/run.py): every K-chunk costs the longest of the L2 latency
 // (~700 clk), its operand stream (~64 B/clk from L2) and its mmas (~1024
 // MAC/clk for 16-bit operands, 512 for tf32, per mma pass), plus two
-// __syncthreads; the grid barrier costs ~2500 clk plus a little per block.
+// __syncthreads; the per-slice barrier costs ~2500 clk plus a little per block.
 // Batch slices duplicate W in more blocks but cut each block's operand stream,
 // so wide grids with few rows per block win whenever W fits.
 #include "plan.h"
@@ -41,14 +41,14 @@ int k_split(bool bwd, DType dt, const Geom& g) {
 // Modelled cycles per step. Per M-chunk: the first A stage is exposed (L2
 // latency), then every K-chunk costs the longest of L2 latency, its operand
 // stream and its mmas (double buffering overlaps the three), plus two
-// __syncthreads; then the pointwise phase. Plus the grid barrier.
+// __syncthreads; then the pointwise phase. Plus the barrier.
 double model_cost(bool bwd, DType dt, const Geom& g) {
   const Layout L = make_layout(bwd, dt, g);
   const double K = bwd ? 4.0 * g.H : g.H;
   const double N = bwd ? g.U : 4.0 * g.U;
   const double rate = L.e_a == 4 ? 512.0 : 1024.0;
   const double latency = 700.0;
-  double cost = 2500.0 + 4.0 * g.n_us * g.n_bs;
+  double cost = 2500.0 + 4.0 * g.n_us;  // the barrier: n_us blocks per batch slice
   for (int m0 = 0; m0 < g.BS; m0 += g.MC) {
     const double rows = std::min(g.MC, g.BS - m0);
     const double load = rows * g.KC * L.e_a * L.n_a / 64.0;

@@ -81,8 +81,9 @@ bool run_case(DType dt, int T_, int B, int H, const Geom* fwd_g, const Geom* bwd
   std::memset(hbuf.data(), 0, hbuf.size() * sizeof(T));
   std::memcpy(hbuf.data() + size_t(Bp) * H, h0.data(), h0.size() * sizeof(T));
   for (size_t i = 0; i < c0.size(); ++i) c_all[i] = to_f(c0[i]);
-  unsigned counter = 0;
-  const FwdArgs fa{gx.data(), w.data(), y.data(), c_all.data(), gates.data(), hbuf.data(), &counter};
+  std::vector<unsigned> counter(pf.g.n_bs, 0u);
+  const FwdArgs fa{gx.data(), w.data(), y.data(), c_all.data(), gates.data(), hbuf.data(),
+                   counter.data()};
   if (launch_fwd_persistent(dt, pf.g, fa, nullptr) != cudaSuccess) return false;
 
   // ---- forward (float64 reference, h rounded to the dtype like the contract)
@@ -114,9 +115,9 @@ bool run_case(DType dt, int T_, int B, int H, const Geom* fwd_g, const Geom* bwd
   std::vector<T> dgx(size_t(T_) * B * G), dh0(size_t(B) * H), dc0(size_t(B) * H);
   const size_t xelems = (dt == DType::kBFloat16 ? 4 : 2) * size_t(Bp) * G;
   std::vector<unsigned char> xbuf(xelems * (dt == DType::kBFloat16 ? 2 : 4), 0);
-  counter = 0;
+  counter.assign(pb.g.n_bs, 0u);
   const BwdArgs ba{dy.data(), dhT.data(), dcT.data(), w.data(), c_all.data(), gates.data(),
-                   dgx.data(), dh0.data(), dc0.data(), xbuf.data(), &counter};
+                   dgx.data(), dh0.data(), dc0.data(), xbuf.data(), counter.data()};
   if (launch_bwd_persistent(dt, pb.g, ba, nullptr) != cudaSuccess) return false;
 
   // ---- backward (float64 reference)
@@ -172,6 +173,8 @@ int main() {
   check(run_case<__nv_bfloat16>(DType::kBFloat16, 3, 5, 64, nullptr, nullptr, "bf16 T3 B5 H64"));
   check(run_case<float>(DType::kFloat32, 3, 20, 32, nullptr, nullptr, "fp32 T3 B20 H32"));
   check(run_case<__half>(DType::kFloat16, 1, 3, 16, nullptr, nullptr, "fp16 T1 B3 H16"));
+  check(run_case<__nv_bfloat16>(DType::kBFloat16, 2, 1, 128, nullptr, nullptr, "bf16 T2 B1 H128"));
+  check(run_case<float>(DType::kFloat32, 1, 16, 64, nullptr, nullptr, "fp32 T1 B16 H64"));
   // Hand-picked: several M-chunks, K-chunks, K-split, batch slices.
   {
     const Geom f = geom(37, 48, 4, 32, 16, 16, 2), b = geom(37, 48, 16, 32, 16, 32, 2);
