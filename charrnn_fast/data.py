@@ -103,8 +103,14 @@ class StreamBatcher:
         split: name for error messages.
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_length: int,
-                 rows: range | None = None, split: str = "train") -> None:  # fmt: skip
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        batch_size: int,
+        seq_length: int,
+        rows: range | None = None,
+        split: str = "train",
+    ) -> None:
         if batch_size < 1 or seq_length < 1:
             raise UserError("batch_size and seq_length must be at least 1")
         n = len(tokens)
@@ -146,4 +152,6 @@ class StreamBatcher:
 
 def split_tokens(data: PreparedData, train_frac: float, val_frac: float) -> dict[str, np.ndarray]:
     """Memmap views of the three splits (no copy)."""
-    return {k: data.tokens[a:b] for k, (a, b) in split_bounds(len(data), train_frac, val_frac).items()}
+    return {
+        k: data.tokens[a:b] for k, (a, b) in split_bounds(len(data), train_frac, val_frac).items()
+    }

@@ -68,8 +68,7 @@ def row_share(batch_size: int, info: DistInfo) -> range:
     """This rank's rows of a batch of `batch_size` row streams."""
     if batch_size % info.world_size:
         raise UserError(
-            f"batch_size {batch_size} is not divisible by the number of processes "
-            f"{info.world_size}"
+            f"batch_size {batch_size} is not divisible by the number of processes {info.world_size}"
         )
     per = batch_size // info.world_size
     return range(info.rank * per, (info.rank + 1) * per)

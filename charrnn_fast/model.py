@@ -33,9 +33,16 @@ class CharRNN(nn.Module):
         backend: charrnn_fast.LSTM backend (None = automatic); LSTM only.
     """
 
-    def __init__(self, vocab_size: int, rnn_size: int = 128, num_layers: int = 2,
-                 model: str = "lstm", dropout: float = 0.0, embedding_dim: int = 0,
-                 backend: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        vocab_size: int,
+        rnn_size: int = 128,
+        num_layers: int = 2,
+        model: str = "lstm",
+        dropout: float = 0.0,
+        embedding_dim: int = 0,
+        backend: str | None = None,
+    ) -> None:
         super().__init__()
         if model not in MODELS:
             raise UserError(f"unknown model {model!r} (expected one of {', '.join(MODELS)})")
@@ -50,8 +57,9 @@ class CharRNN(nn.Module):
         # nn.LSTM & co. warn when dropout > 0 with one layer: there is nothing between.
         inner_dropout = dropout if num_layers > 1 else 0.0
         if model == "lstm":
-            self.rnn: nn.Module = LSTM(in_size, rnn_size, num_layers, dropout=inner_dropout,
-                                       backend=backend)  # fmt: skip
+            self.rnn: nn.Module = LSTM(
+                in_size, rnn_size, num_layers, dropout=inner_dropout, backend=backend
+            )
         elif model == "gru":
             self.rnn = nn.GRU(in_size, rnn_size, num_layers, dropout=inner_dropout)
         else:
@@ -84,10 +92,11 @@ class CharRNN(nn.Module):
         }
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zero hidden state for `batch_size` rows, in fp32 (also under autocast)."""
+        """Zero hidden state for `batch_size` rows, in the parameters' dtype."""
         shape = (self.num_layers, batch_size, self.rnn_size)
         n = 2 if self.model_type == "lstm" else 1
-        return tuple(torch.zeros(shape, device=device) for _ in range(n))
+        dtype = self.head.weight.dtype
+        return tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(n))
 
     def forward(self, idx: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Logits for every position.
@@ -113,14 +122,21 @@ class CharRNN(nn.Module):
         else:
             y, h = self.rnn(x, state[0])
             new_state = (h,)
+        # Under autocast the state comes back in bf16; carry it in the parameters'
+        # dtype instead, so it keeps its precision across chunks (and the next call
+        # gets the dtype it expects).
+        dtype = self.head.weight.dtype
+        new_state = tuple(s.to(dtype) for s in new_state)
         return self.head(self.drop(y)), new_state
 
-    def loss(self, idx: Tensor, targets: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Mean cross-entropy (fp32) of predicting `targets` [B, T] from `idx` [B, T]."""
-        logits, state = self(idx, state)
-        # logits are [T, B, V]: compare with the targets transposed the same way.
-        loss = F.cross_entropy(logits.reshape(-1, self.vocab_size).float(), targets.t().reshape(-1))
-        return loss, state
+
+def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy, in fp32 at least. logits: [T, B, V] (time-major, as CharRNN
+    returns them); targets: int64 [B, T]."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # softmax over the vocabulary wants fp32 accumulation
+    # Transposing the targets (ints) to time-major avoids copying the logits.
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.t().reshape(-1))
 
 
 def detach_state(state: State) -> State:

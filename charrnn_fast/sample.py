@@ -22,8 +22,9 @@ from charrnn_fast.model import CharRNN, build_model
 from charrnn_fast.vocab import Vocab
 
 
-def load_model(path: str, device: str | torch.device = "cpu",
-               backend: str | None = None) -> tuple[CharRNN, Vocab, dict]:  # fmt: skip
+def load_model(
+    path: str, device: str | torch.device = "cpu", backend: str | None = None
+) -> tuple[CharRNN, Vocab, dict]:
     """(model in eval mode on `device`, vocabulary, checkpoint) from a checkpoint file
     or folder."""
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -32,12 +33,15 @@ def load_model(path: str, device: str | torch.device = "cpu",
         model = build_model(ckpt["model_config"], backend=backend)
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{ckpt['path']}: model does not load ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"{ckpt['path']}: model does not load ({type(e).__name__}: {e})"
+        ) from e
     return model.to(device).eval(), vocab, ckpt
 
 
-def _pick(logits: torch.Tensor, temperature: float, top_k: int, argmax: bool,
-          generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def _pick(
+    logits: torch.Tensor, temperature: float, top_k: int, argmax: bool, generator: torch.Generator
+) -> torch.Tensor:
     """Next token ids [B] from logits [B, V]."""
     if argmax:
         return logits.argmax(dim=-1)
@@ -51,9 +55,18 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int, argmax: bool,
 
 
 @torch.no_grad()
-def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", temperature: float = 1.0,
-             top_k: int = 0, argmax: bool = False, seed: int | None = None,
-             skip_unknown: bool = False, echo_prime: bool = True) -> Iterator[str]:  # fmt: skip
+def generate(
+    model: CharRNN,
+    vocab: Vocab,
+    length: int,
+    prime: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    argmax: bool = False,
+    seed: int | None = None,
+    skip_unknown: bool = False,
+    echo_prime: bool = True,
+) -> Iterator[str]:
     """Yield the text of one sample piece by piece as it is generated.
 
     Args:
@@ -100,10 +113,20 @@ def generate(model: CharRNN, vocab: Vocab, length: int, prime: str = "", tempera
         yield tail
 
 
-def write_samples(path: str, length: int = 2000, prime: str = "", temperature: float = 1.0,
-                  top_k: int = 0, argmax: bool = False, seed: int | None = None,
-                  num_samples: int = 1, device: str = "cpu", backend: str | None = None,
-                  skip_unknown: bool = False, out=None) -> None:  # fmt: skip
+def write_samples(
+    path: str,
+    length: int = 2000,
+    prime: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    argmax: bool = False,
+    seed: int | None = None,
+    num_samples: int = 1,
+    device: str = "cpu",
+    backend: str | None = None,
+    skip_unknown: bool = False,
+    out=None,
+) -> None:
     """Generate `num_samples` samples from a checkpoint and stream them to `out`
     (default stdout, as UTF-8 whatever the locale)."""
     if not argmax and not (temperature > 0 and math.isfinite(temperature)):

@@ -20,8 +20,16 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop")
 DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 # Changing these on --resume would silently train a different model or data stream.
-FIXED_ON_RESUME = ("model", "rnn_size", "num_layers", "embedding_dim", "batch_size",
-                   "seq_length", "train_frac", "val_frac")  # fmt: skip
+FIXED_ON_RESUME = (
+    "model",
+    "rnn_size",
+    "num_layers",
+    "embedding_dim",
+    "batch_size",
+    "seq_length",
+    "train_frac",
+    "val_frac",
+)
 
 
 @dataclass
@@ -72,20 +80,26 @@ class TrainConfig:
             (self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}"),
             (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}"),
             (self.grad_clip_mode in ("norm", "value"), "--grad_clip_mode must be norm or value"),
-            (min(self.rnn_size, self.num_layers, self.seq_length, self.batch_size) >= 1,
-             "--rnn_size, --num_layers, --seq_length and --batch_size must be >= 1"),
+            (
+                min(self.rnn_size, self.num_layers, self.seq_length, self.batch_size) >= 1,
+                "--rnn_size, --num_layers, --seq_length and --batch_size must be >= 1",
+            ),
             (self.embedding_dim >= 0, "--embedding_dim must be >= 0 (0 = one-hot input)"),
             (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (self.learning_rate > 0 and math.isfinite(self.learning_rate),
-             "--learning_rate must be > 0"),
+            (
+                self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                "--learning_rate must be > 0",
+            ),
             (0 < self.learning_rate_decay <= 1, "--learning_rate_decay must be in (0, 1]"),
             (self.grad_clip >= 0, "--grad_clip must be >= 0 (0 = no clipping)"),
             (self.max_epochs > 0 or self.max_iters > 0, "--max_epochs or --max_iters must be > 0"),
             (self.max_iters >= 0, "--max_iters must be >= 0"),
-            (self.print_every >= 1 and self.eval_val_every >= 1,
-             "--print_every and --eval_val_every must be >= 1"),
+            (
+                self.print_every >= 1 and self.eval_val_every >= 1,
+                "--print_every and --eval_val_every must be >= 1",
+            ),
             (not (self.resume and self.init_from), "use either --resume or --init_from, not both"),
-        ]  # fmt: skip
+        ]
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
@@ -132,8 +146,13 @@ HELP = {
     "progress": "show a progress bar",
     "tensorboard": "also log to CHECKPOINT_DIR/tb when tensorboard is installed",
 }
-CHOICES = {"model": MODELS, "optimizer": OPTIMIZERS, "dtype": DTYPES, "backend": BACKENDS,
-           "grad_clip_mode": ("norm", "value")}  # fmt: skip
+CHOICES = {
+    "model": MODELS,
+    "optimizer": OPTIMIZERS,
+    "dtype": DTYPES,
+    "backend": BACKENDS,
+    "grad_clip_mode": ("norm", "value"),
+}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,15 +164,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         help_text = f"{HELP[f.name]} (default: {default!r})"
         if isinstance(default, bool):
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)  # fmt: skip
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
         else:
-            parser.add_argument(*flags, dest=f.name, type=type(default), default=argparse.SUPPRESS,
-                                choices=CHOICES.get(f.name), metavar=f.name.upper(),
-                                help=help_text)  # fmt: skip
-    parser.add_argument("--nanogpt_split", "--nanogpt-split", action="store_true",
-                        default=argparse.SUPPRESS,
-                        help="nanoGPT-compatible split: 90%% train, 10%% val, no test")  # fmt: skip
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                type=type(default),
+                default=argparse.SUPPRESS,
+                choices=CHOICES.get(f.name),
+                metavar=None if f.name in CHOICES else f.name.upper(),
+                help=help_text,
+            )
+    parser.add_argument(
+        "--nanogpt_split",
+        "--nanogpt-split",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="nanoGPT-compatible split: 90%% train, 10%% val, no test",
+    )
 
 
 def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:

@@ -45,26 +45,48 @@ class TrainLog:
 
             self.tb = SummaryWriter(str(out / "tb"))
 
-    def write(self, step: int, epoch: float, lr: float, train_loss: float | None = None,
-              val_loss: float | None = None, tokens_per_s: float | None = None,
-              bar_disabled: bool = False) -> None:  # fmt: skip
+    def write(
+        self,
+        step: int,
+        epoch: float,
+        lr: float,
+        train_loss: float | None = None,
+        val_loss: float | None = None,
+        tokens_per_s: float | None = None,
+        bar_disabled: bool = False,
+    ) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.t0
-        row = [step, f"{epoch:.4f}", f"{lr:.6g}", _fmt(train_loss), _fmt(val_loss),
-               _fmt(tokens_per_s, 1), f"{elapsed:.1f}"]  # fmt: skip
+        row = [
+            step,
+            f"{epoch:.4f}",
+            f"{lr:.6g}",
+            _fmt(train_loss),
+            _fmt(val_loss),
+            _fmt(tokens_per_s, 1),
+            f"{elapsed:.1f}",
+        ]
         self.writer.writerow(row)
         self.file.flush()
         if self.tb is not None:
-            for name, value in (("loss/train", train_loss), ("loss/val", val_loss),
-                                ("tokens_per_s", tokens_per_s), ("lr", lr)):  # fmt: skip
+            for name, value in (
+                ("loss/train", train_loss),
+                ("loss/val", val_loss),
+                ("tokens_per_s", tokens_per_s),
+                ("lr", lr),
+            ):
                 if value is not None:
                     self.tb.add_scalar(name, value, step)
         if val_loss is not None:
             tqdm.write(f"step {step} (epoch {epoch:.2f}): val loss {val_loss:.4f}", file=sys.stderr)
         elif bar_disabled and train_loss is not None:
-            print(f"step {step} (epoch {epoch:.2f}) loss {train_loss:.4f} lr {lr:.2e} "
-                  f"{tokens_per_s or 0:,.0f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"step {step} (epoch {epoch:.2f}) loss {train_loss:.4f} lr {lr:.2e} "
+                f"{tokens_per_s or 0:,.0f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.file is not None:
