@@ -8,6 +8,8 @@ that name the argument, so the kernels only ever see well-formed tensors.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -90,18 +92,21 @@ def lstm(
             )
         if not batched:
             hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+    # Under autocast nn.LSTM runs in the autocast dtype, whatever the dtypes of
+    # input, weights and state; so do we, casting once here so the recurrence
+    # sees one dtype throughout.
+    dev = x.device.type
+    autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+    if autocast and x.is_floating_point():
+        dt = torch.get_autocast_dtype(dev)
+        x, weights = x.to(dt), [w.to(dt) for w in weights]
+        hx = (hx[0].to(dt), hx[1].to(dt))
     _check_inputs(x, hx, weights, (num_layers * D, B, H))
     if T == 0:
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-    # Under autocast nn.LSTM runs in the autocast dtype; so do we, casting
-    # once here so the recurrence sees one dtype throughout.
-    if torch.is_autocast_enabled(x.device.type) and x.dtype == torch.float32:
-        dt = torch.get_autocast_dtype(x.device.type)
-        x, weights = x.to(dt), [w.to(dt) for w in weights]
-        hx = (hx[0].to(dt), hx[1].to(dt))
-
-    with torch.autocast(x.device.type, enabled=False):
+    # The casts are done: autocast must not re-cast the input GEMMs inside.
+    with torch.autocast(dev, enabled=False) if autocast else contextlib.nullcontext():
         out, h_n, c_n = _layers(x, hx, weights, num_layers, bias, D, dropout, training, backend)
     if batch_first:
         out = out.transpose(0, 1)

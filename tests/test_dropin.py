@@ -187,3 +187,8 @@ def test_autocast_runs_in_lower_precision_like_nn_lstm():
         want, _ = ref(x)
     assert out.dtype == want.dtype == torch.bfloat16
     assert (out.float() - ref(x)[0]).abs().max() < 2e-2
+    # The returned bf16 state feeds the next call under autocast, as with nn.LSTM.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out2, _ = m(x, (h, c))
+        want2, _ = ref(x, (h, c))
+    assert out2.dtype == want2.dtype == torch.bfloat16
