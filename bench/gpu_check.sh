@@ -79,13 +79,28 @@ for dt in (torch.float32, torch.bfloat16, torch.float16):
 EOF
 }
 
+# Triton: the kernel path and tiles kernels/plan.py picks per (dtype, B, H), to
+# read next to the bench results (a forced path: CHARRNN_FAST_TRITON_PATH).
+triton_plans_report() {
+  $PY - <<'EOF'
+import torch
+from charrnn_fast.kernels.plan import make_plan
+
+print("--- triton plan (kernels/plan.py) per (dtype, B, H)")
+for dt in (torch.float32, torch.bfloat16, torch.float16):
+    for B, H in ((1, 256), (64, 512), (64, 1024), (256, 1024), (64, 2048)):
+        print(f"{str(dt):15s} B={B:3d} H={H:4d} {make_plan(B, H, dt, torch.device('cuda'))}")
+EOF
+}
+
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 export PY SANITIZER
-export -f env_report plans_report  # timeout runs commands, not functions: via bash -c
+export -f env_report plans_report triton_plans_report  # timeout runs commands, not functions: via bash -c
 
 step env 60 "$OUT/env.txt" bash -c env_report
 step build 300 "$BUILD_LOG" env MAX_JOBS=16 CHARRNN_FAST_CUDA=1 "$PY" setup.py build_ext --inplace
 step plans 60 "$OUT/env.txt" bash -c plans_report
+step triton_plans 60 "$OUT/env.txt" bash -c triton_plans_report
 step pytest_cuda 220 "$TEST_LOG" "$PY" -m pytest -m cuda -q -rfEs --durations=10 -p no:cacheprovider tests
 step pytest_triton 120 "$TEST_LOG" "$PY" -m pytest -m triton -q -rfEs -p no:cacheprovider tests
 # Without the caching allocator every tensor is its own allocation, so memcheck

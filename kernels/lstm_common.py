@@ -1,0 +1,77 @@
+"""@triton.jit helpers shared by the LSTM kernels: activations, the gate matmul,
+the grid barrier of the persistent kernels.
+
+Import this module (and the kernel modules) only after TRITON_INTERPRET has its
+final value: @triton.jit decides at decoration time whether the kernels are
+compiled or interpreted.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def tanh(x):
+    # tl.math.tanh and libdevice do not exist under TRITON_INTERPRET=1. This
+    # identity is exact algebra; its absolute error is about one ulp of 1,
+    # well inside what a fp32 cell state tolerates. It also avoids inf/inf for
+    # large |x| (sigmoid saturates cleanly to 0 or 1).
+    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def to_dtype(x, dt: tl.constexpr, INTERPRET: tl.constexpr):
+    """fp32 x rounded to dtype dt to nearest even, as the GPU's cvt.rn does."""
+    if INTERPRET and dt == tl.bfloat16:
+        # The interpreter truncates fp32 -> bf16 (measured with triton 3.8, with
+        # or without fp_downcast_rounding="rtne"), which biases every stored h
+        # and gradient. Round on the bits first; the truncation is then exact.
+        b = x.to(tl.uint32, bitcast=True)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+        out = b.to(tl.float32, bitcast=True).to(dt)
+    else:
+        out = x.to(dt)
+    return out
+
+
+@triton.jit
+def mm(a, b, acc, PREC: tl.constexpr, INTERPRET: tl.constexpr):
+    """acc[M,N] (fp32) + a[M,K] @ b[K,N]; a and b in the input dtype."""
+    if INTERPRET:
+        # The interpreter multiplies bfloat16 operands as raw integers (wrong
+        # results, measured with triton 3.8). Products of bf16/fp16 values are
+        # exact in fp32, so doing the product in fp32 is what the tensor cores
+        # compute anyway: fp32 accumulation of exact products.
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        # PREC only matters for fp32 operands: "ieee" (exact fp32 FMA) or
+        # "tf32" (tensor cores, 10-bit mantissa), as torch's matmul precision.
+        out = tl.dot(a, b, acc, input_precision=PREC)
+    return out
+
+
+@triton.jit
+def grid_barrier(counter_ptr, target):
+    """Arrive at, and wait on, a monotonically increasing arrival counter.
+
+    counter_ptr: int32 scalar, zeroed before the launch; every program that
+    shares it adds 1 per step, so after step s (0-based) of n programs the
+    barrier is passed when the counter reaches n * (s + 1). No reset, hence no
+    race between a fast program's next arrival and a slow one's last read.
+
+    Memory ordering: the CTA barrier first makes every warp's stores of this
+    step (the h_t / dgates slice) happen-before the arrival of this program;
+    the arrival is an acq_rel atomic at GPU scope, so those stores are
+    released to, and the other programs' stores acquired by, whoever reads
+    the counter with acquire semantics afterwards. Scalar atomics are issued
+    by one thread and their result broadcast to the CTA, so the spin loop is
+    uniform. Readers still load the exchanged values with volatile loads (L1
+    bypassed) as a second line of defence against stale cached lines.
+    """
+    tl.debug_barrier()
+    seen = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") + 1
+    while seen < target:
+        seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()

@@ -1,0 +1,220 @@
+"""Which Triton LSTM kernel serves a shape, with which tile sizes.
+
+Plain Python (no @triton.jit here), so the backend's why_not can ask for a plan
+without importing the kernels.
+
+Paths:
+  small       lstm_small.py: one program per batch tile, all of W_hh per program.
+              Needs 4 * Hp^2 elements (Hp = padded H) on one SM.
+  persistent  lstm_persistent.py, one launch: hidden units split over at most
+              SM-count programs, each holding its W_hh slice (or streaming it
+              from L2 when even the slice is too big), one barrier per step.
+  stepwise    lstm_persistent.py relaunched per step: any size, any grid.
+
+"On chip" means shared memory: compiled for sm_90 (kernels/compile_check.py),
+the W_hh tiles loaded before the time loop become loop-invariant shared-memory
+buffers (ttg.local_alloc hoisted out of the loop) read by the MMAs every step,
+so the budget is the device's shared memory per block (after opt-in), of which
+W_hh may take _W_SHARE; the h tile and layout conversions need the rest.
+
+The thresholds between paths, the tile sizes and the warp counts are guesses
+until bench/run.py has measured them on a GPU (bench/results/): the three paths
+all serve every size they accept, so the choice only moves speed.
+CHARRNN_FAST_TRITON_PATH = small | persistent | stepwise forces a path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+
+PATHS = ("small", "persistent", "stepwise")
+
+# Fraction of the per-block shared memory that W_hh may take: the rest is for
+# the compiler's operand staging and layout conversions.
+_W_SHARE = 0.75
+# The small path keeps 4 [Hp, Hp] tiles live for the whole loop: beyond this the
+# compile time and register spills explode whatever the shared memory says.
+_SMALL_MAX_HP = 128
+# h row tile [BLOCK_B, Hp] of a resident persistent program: keep it this small.
+_H_TILE_BYTES = 64 * 1024
+# Shared memory of a resident persistent program beyond its W slice and h tile.
+_SMEM_SLACK = 8 * 1024
+# The four fp32 gate accumulators [BLOCK_B, BLOCK_J] stay in registers.
+_MAX_ACC = 64 * 64
+# Under the interpreter: a nominal budget (an H100's, about) and one "SM", so
+# the persistent variant runs as a single program (no spinning barrier).
+_INTERP_SMEM = 227 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str  # "small" | "persistent" | "stepwise"
+    block_b: int  # batch rows per program
+    block_j: int  # hidden units per program (the padded H on the small path)
+    block_k: int  # contraction chunk (the padded H when W is resident)
+    w_resident: bool  # W_hh (slice) loaded once before the time loop
+    grid: tuple[int, int]  # (hidden-unit blocks, batch tiles)
+    num_warps: int
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def padded_h(H: int) -> int:
+    """tl.dot needs every dimension >= 16 and power-of-two tiles."""
+    return max(16, _pow2(H))
+
+
+@functools.cache
+def device_limits(device: torch.device) -> tuple[int, int]:
+    """(shared-memory bytes per block, SM count) of `device`."""
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        smem = getattr(p, "shared_memory_per_block_optin", 0) or 48 * 1024
+        return int(smem), int(p.multi_processor_count)
+    return _INTERP_SMEM, 1
+
+
+def _elem(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _small(B: int, H: int, es: int, budget: int, sms: int) -> Plan | None:
+    hp = padded_h(H)
+    if hp > _SMALL_MAX_HP or 4 * hp * hp * es > budget:
+        return None
+    # Enough batch tiles to fill the SMs, but no smaller than 16 (tl.dot M).
+    bb = 16
+    while bb < 64 and _cdiv(B, bb) > sms:
+        bb *= 2
+    return Plan("small", bb, hp, hp, True, (1, _cdiv(B, bb)), 4 if hp <= 32 else 8)
+
+
+def _persistent(
+    B: int, H: int, es: int, smem: int, sms: int, allow_resident: bool = True
+) -> Plan | None:
+    hp = padded_h(H)
+    best, best_key = None, None
+    for bb in (16, 32, 64, 128):
+        if bb > 16 and bb // 2 >= B:
+            break  # a bigger batch tile only adds padding
+        bj = 16
+        while bj <= hp and bb * bj <= _MAX_ACC:
+            grid = (_cdiv(H, bj), _cdiv(B, bb))
+            if grid[0] * grid[1] <= sms:
+                resident = allow_resident and _resident_fits(bb, bj, hp, es, smem)
+                # Resident: W is read from shared memory each step; prefer the
+                # most programs (least work per step on the critical path).
+                # Streaming: every batch tile re-reads the whole W_hh from L2
+                # each step; prefer fewer batch tiles, then the most programs.
+                P = grid[0] * grid[1]
+                key = (1, P, -bb) if resident else (0, -grid[1], P)
+                if best_key is None or key > best_key:
+                    bk = hp if resident else min(hp, 64)
+                    big = (resident and bb * hp * es > 16 * 1024) or bb * bj >= 1024
+                    best = Plan("persistent", bb, bj, bk, resident, grid, 8 if big else 4)
+                    best_key = key
+            bj *= 2
+    return best
+
+
+def _resident_fits(bb: int, bj: int, hp: int, es: int, smem: int) -> bool:
+    # Measured with compile_check (sm_90): shared memory = the W slice + the
+    # [BLOCK_B, Hp] h (or dgates) staging tile + a few KB. The h tile also
+    # lives in registers as an MMA operand, hence its own cap.
+    h_tile = bb * hp * es
+    return h_tile <= _H_TILE_BYTES and 4 * hp * bj * es + h_tile + _SMEM_SLACK <= smem
+
+
+def _stepwise(B: int, H: int) -> Plan:
+    hp = padded_h(H)
+    bb = 16 if B <= 16 else 32
+    bj = min(hp, 32)
+    grid = (_cdiv(H, bj), _cdiv(B, bb))
+    # 4 warps spill registers at 32 x 32 tiles (ptxas, sm_90): use 8 there.
+    return Plan("stepwise", bb, bj, min(hp, 64), False, grid, 8 if bb * bj >= 1024 else 4)
+
+
+def make_plan(
+    B: int,
+    H: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    path: str | None = None,
+    block_b: int | None = None,
+    block_j: int | None = None,
+    resident: bool | None = None,
+) -> Plan:
+    """The plan for batch B, hidden size H. `path` (else CHARRNN_FAST_TRITON_PATH)
+    forces a path; block_b / block_j override the tiles, resident=False forbids
+    holding W_hh on chip (tests, benchmarks, and the fallback when the compiler
+    says a resident kernel does not fit)."""
+    path = path or os.environ.get("CHARRNN_FAST_TRITON_PATH") or None
+    if path is not None and path not in PATHS:
+        raise ValueError(f"triton path must be one of {PATHS}, got {path!r}")
+    smem, sms = device_limits(device)
+    budget, es = int(smem * _W_SHARE), _elem(dtype)
+    if path == "small":
+        p = _small(B, H, es, budget, sms)
+        if p is None:
+            raise ValueError(
+                f"the small-H Triton path holds 4*Hp^2 = {4 * padded_h(H) ** 2} elements of "
+                f"W_hh per program (Hp = {padded_h(H)}): more than this device's budget "
+                f"({budget} bytes, Hp <= {_SMALL_MAX_HP})"
+            )
+    elif path == "persistent":
+        p = _persistent(B, H, es, smem, sms, resident is not False)
+        if p is None:
+            raise ValueError(
+                f"batch {B} needs more than {sms} programs even with 128-row tiles: "
+                "too many for one persistent grid (use the stepwise path)"
+            )
+    elif path == "stepwise":
+        p = _stepwise(B, H)
+    else:
+        p = None if resident is False else _small(B, H, es, budget, sms)
+        p = p or _persistent(B, H, es, smem, sms, resident is not False) or _stepwise(B, H)
+    if block_b is not None or block_j is not None or resident is not None:
+        p = _override(p, B, H, block_b, block_j, resident, smem, es, sms)
+    return p
+
+
+def _override(
+    p: Plan,
+    B: int,
+    H: int,
+    bb: int | None,
+    bj: int | None,
+    resident: bool | None,
+    smem: int,
+    es: int,
+    sms: int,
+) -> Plan:
+    hp = padded_h(H)
+    bb = bb or p.block_b
+    bj = hp if p.path == "small" else (bj or p.block_j)
+    for name, v in (("block_b", bb), ("block_j", bj)):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {v}")
+    grid = (_cdiv(H, bj), _cdiv(B, bb))
+    if p.path == "persistent" and grid[0] * grid[1] > sms:
+        raise ValueError(f"a persistent grid of {grid} programs exceeds the {sms} SMs")
+    if p.path == "small":
+        if resident is False:
+            raise ValueError("the small-H path always holds W_hh on chip (resident=False)")
+        res = True
+    elif p.path == "persistent":
+        res = _resident_fits(bb, bj, hp, es, smem) if resident is None else resident
+    else:
+        res = False  # stepwise relaunches: nothing stays resident anyway
+    bk = hp if res else min(hp, 64)
+    return Plan(p.path, bb, bj, bk, res, grid, p.num_warps)
