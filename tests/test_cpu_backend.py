@@ -8,7 +8,8 @@ from torch import nn
 
 import charrnn_fast
 
-SHAPES = [(1, 1, 7), (1, 5, 16), (3, 1, 16), (4, 9, 7), (2, 6, 33)]  # (B, T, H)
+# (B, T, H); B=19 splits into row blocks across threads (csrc/lstm_cpu.cpp).
+SHAPES = [(1, 1, 7), (1, 5, 16), (3, 1, 16), (4, 9, 7), (2, 6, 33), (19, 4, 9)]
 LAYOUTS = [
     # (layers, bidirectional, bias, batch_first)
     (1, False, True, False),
