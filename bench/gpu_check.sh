@@ -102,7 +102,7 @@ step build 300 "$BUILD_LOG" env MAX_JOBS=16 CHARRNN_FAST_CUDA=1 "$PY" setup.py b
 step plans 60 "$OUT/env.txt" bash -c plans_report
 step triton_plans 60 "$OUT/env.txt" bash -c triton_plans_report
 step pytest_cuda 220 "$TEST_LOG" "$PY" -m pytest -m cuda -q -rfEs --durations=10 -p no:cacheprovider tests
-step pytest_triton 120 "$TEST_LOG" "$PY" -m pytest -m triton -q -rfEs -p no:cacheprovider tests
+step pytest_triton 240 "$TEST_LOG" "$PY" -m pytest -m triton -q -rfEs -p no:cacheprovider tests
 # Without the caching allocator every tensor is its own allocation, so memcheck
 # sees accesses past the end of a tensor.
 step memcheck 90 "$BUILD_LOG" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool memcheck \

@@ -2,7 +2,7 @@
 //
 // Algorithm: the whole time loop runs here. Threads split the batch rows (rows
 // never interact) and each runs all T steps on its block: per step one GEMM
-// gx_t + h_{t-1} W_hh^T into a [rows,4H] buffer (addmm: the add rides along),
+// gx_t + h_{t-1} W_hh^T (cpu_gemm.h: oneDNN with W packed once, or addmm),
 // then one fused, vectorised pointwise pass (cpu_pointwise.h) that applies the
 // nonlinearities and updates the cell. Backward mirrors it in reverse: one
 // fused pointwise pass producing the pre-activation gradients, then one GEMM
@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "checks.h"
+#include "cpu_gemm.h"
 #include "cpu_pointwise.h"
 
 namespace charrnn_fast {
@@ -50,9 +51,9 @@ void for_each_row_block(int64_t B, const F& f) {
 // In the accumulation type: the tensor itself when the dtype already is it.
 inline at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) { return t.to(acc); }
 
-// Rows [b0, b1) of the forward recurrence, all T steps.
+// Rows [b0, b1) of the forward recurrence, all T steps. w: [4H, H] in acc type.
 template <typename scalar_t>
-void forward_rows(const at::Tensor& gx, const at::Tensor& w_t, const at::Tensor& h0,
+void forward_rows(const at::Tensor& gx, const at::Tensor& w, const at::Tensor& h0,
                   bool training, const Dims& d, at::Tensor& y, at::Tensor& c_all,
                   at::Tensor& gates, int64_t b0, int64_t b1) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -62,15 +63,16 @@ void forward_rows(const at::Tensor& gx, const at::Tensor& w_t, const at::Tensor&
   const auto acc = c_all.scalar_type();
   const int64_t nb = b1 - b0, H = d.H, G = 4 * d.H;
   const auto opts = c_all.options();
-  at::Tensor pre = at::empty({nb, G}, opts);  // [nb, 4H]: gx_t + h_{t-1} W^T
+  const cpu::StepGemm gemm(w, nb);
   at::Tensor h_in = as_acc(h0.narrow(0, b0, nb), acc);  // [nb, H]
   at::Tensor h_out = direct ? at::Tensor() : at::empty({nb, H}, opts);
   at::Tensor act = (direct || !training) ? at::Tensor() : at::empty({nb, G}, opts);
   acc_t* c_base = c_all.mutable_data_ptr<acc_t>();
-  const acc_t* pre_p = pre.const_data_ptr<acc_t>();
 
   for (int64_t t = 0; t < d.T; ++t) {
-    at::addmm_out(pre, as_acc(gx[t].narrow(0, b0, nb), acc), h_in, w_t);
+    // [nb, 4H]: gx_t + h_{t-1} W^T
+    const at::Tensor pre = gemm(h_in, as_acc(gx[t].narrow(0, b0, nb), acc)).contiguous();
+    const acc_t* pre_p = pre.const_data_ptr<acc_t>();
     at::Tensor y_t = y[t].narrow(0, b0, nb);
     acc_t* h_p = direct ? reinterpret_cast<acc_t*>(y_t.data_ptr()) : h_out.data_ptr<acc_t>();
     acc_t* act_p = nullptr;
@@ -94,16 +96,17 @@ void forward_rows(const at::Tensor& gx, const at::Tensor& w_t, const at::Tensor&
 }
 
 // Rows [b0, b1) of the backward recurrence, all T steps in reverse. dh and dc
-// enter as the gradients at step T-1 and leave as dh0, dc0.
+// enter as the gradients at step T-1 and leave as dh0, dc0. w_t: [H, 4H], acc.
 template <typename scalar_t>
-void backward_rows(const at::Tensor& dy, const at::Tensor& w, const at::Tensor& c_all,
+void backward_rows(const at::Tensor& dy, const at::Tensor& w_t, const at::Tensor& c_all,
                    const at::Tensor& gates, const Dims& d, at::Tensor& dgx_acc,
                    at::Tensor& dh, at::Tensor& dc, int64_t b0, int64_t b1) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto acc = c_all.scalar_type();
   const int64_t nb = b1 - b0, H = d.H, G = 4 * d.H;
-  at::Tensor dh_rows = dh.narrow(0, b0, nb);  // [nb, H]
-  acc_t* dh_p = dh_rows.data_ptr<acc_t>();
+  const cpu::StepGemm gemm(w_t, nb);
+  const at::Tensor zeros = at::zeros({nb, H}, c_all.options());
+  at::Tensor dh_rows = dh.narrow(0, b0, nb).clone();  // [nb, H], gradient wrt h_t
   acc_t* dc_p = dc.data_ptr<acc_t>() + b0 * H;
   const acc_t* c_base = c_all.const_data_ptr<acc_t>();
 
@@ -113,6 +116,7 @@ void backward_rows(const at::Tensor& dy, const at::Tensor& w, const at::Tensor& 
     at::Tensor dg = dgx_acc[t].narrow(0, b0, nb);                    // [nb, 4H]
     const acc_t* act_p = act.const_data_ptr<acc_t>();
     const acc_t* dy_p = dy_t.const_data_ptr<acc_t>();
+    acc_t* dh_p = dh_rows.data_ptr<acc_t>();
     const acc_t* c_prev = c_base + (t * d.B + b0) * H;
     const acc_t* c_cur = c_base + ((t + 1) * d.B + b0) * H;
     acc_t* dg_p = dg.data_ptr<acc_t>();
@@ -120,8 +124,9 @@ void backward_rows(const at::Tensor& dy, const at::Tensor& w, const at::Tensor& 
       cpu::bwd_row<acc_t>(act_p + b * G, c_prev + b * H, c_cur + b * H, dy_p + b * H,
                           dh_p + b * H, dc_p + b * H, dg_p + b * G, H, 0, H);
     }
-    at::mm_out(dh_rows, dg, w);
+    dh_rows = gemm(dg, zeros).contiguous();  // dh_{t-1} = dgates_t W_hh
   }
+  dh.narrow(0, b0, nb).copy_(dh_rows);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cpu(const at::Tensor& gx,
@@ -136,10 +141,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cpu(const at::Tensor& gx
   at::Tensor gates = training ? at::empty({d.T, d.B, 4 * d.H}, gx.options())
                               : at::empty({0}, gx.options());
   c_all[0].copy_(c0);
-  const at::Tensor w_t = w_hh.to(acc).t();  // [H, 4H]
+  const at::Tensor w = w_hh.to(acc).contiguous();  // [4H, H]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_fwd_cpu", [&] {
     for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
-      forward_rows<scalar_t>(gx, w_t, h0, training, d, y, c_all, gates, b0, b1);
+      forward_rows<scalar_t>(gx, w, h0, training, d, y, c_all, gates, b0, b1);
     });
   });
   return {y, c_all, gates};
@@ -157,9 +162,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
   at::Tensor dc = dcT.to(acc, false, /*copy=*/true);
   if (d.T * d.B > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "lstm_bwd_cpu", [&] {
-      const at::Tensor w = w_hh.to(acc);  // [4H, H]
+      const at::Tensor w_t = w_hh.to(acc).t().contiguous();  // [H, 4H]
       for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
-        backward_rows<scalar_t>(dy, w, c_all, gates, d, dgx_acc, dh, dc, b0, b1);
+        backward_rows<scalar_t>(dy, w_t, c_all, gates, d, dgx_acc, dh, dc, b0, b1);
       });
     });
   }
