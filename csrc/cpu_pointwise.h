@@ -64,6 +64,8 @@ template <typename T>
 CHARRNN_FAST_CLONES void fwd_row(const T* __restrict pre, const T* __restrict c_prev,
                                  T* __restrict c_next, T* __restrict h, T* __restrict act,
                                  int64_t H, int64_t j0, int64_t j1) {
+  // Two copies of the loop on purpose: with the test on act inside one loop,
+  // GCC 12 reports "control flow in loop" and vectorises neither.
   if (act == nullptr) {
     for (int64_t j = j0; j < j1; ++j) {
       const T i = sigmoid(pre[j]), f = sigmoid(pre[j + H]);
