@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn_fast import backends
+from charrnn_fast import backends, onednn
 from charrnn_fast.autograd import LSTMRecurrence
 
 
@@ -137,7 +137,10 @@ def _layers(
             idx = layer * D + d
             w_ih, w_hh = weights[idx * stride], weights[idx * stride + 1]
             b = weights[idx * stride + 2] + weights[idx * stride + 3] if bias else None
-            gx = F.linear(layer_input, w_ih, b)  # [T, B, 4H]
+            if onednn.serves(layer_input, backends.requested(backend)):
+                gx = onednn.linear(layer_input, w_ih, b)  # [T, B, 4H]
+            else:
+                gx = F.linear(layer_input, w_ih, b)
             if d == 1:  # the reverse direction reads time backwards
                 gx = gx.flip(0)
             gx = gx.contiguous()

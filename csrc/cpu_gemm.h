@@ -1,5 +1,5 @@
-// The per-step GEMM of the CPU loop: out[rows,N] = other[rows,N] + a[rows,K] W[N,K]^T,
-// for one W used at every step.
+// The GEMMs of the CPU loop: out[rows,N] = other[rows,N] + a[rows,K] W[N,K]^T,
+// with W packed once and reused (at every step, for the recurrent GEMMs).
 //
 // Why oneDNN: nn.LSTM on CPU runs oneDNN's RNN primitive, and on some CPUs
 // (measured on an AMD EPYC: 69 us vs 39 us for a [50,128]x[128,512] fp32
@@ -18,14 +18,14 @@
 
 namespace charrnn_fast::cpu {
 
-class StepGemm {
+class PackedGemm {
  public:
   using Reorder = at::Tensor(const at::Tensor&, std::optional<int64_t>);
   using LinearAdd = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                const std::optional<at::Tensor>&, std::string_view);
 
   // w: [N, K]; rows: the number of rows of every `a` (a layout hint for oneDNN).
-  StepGemm(const at::Tensor& w, int64_t rows) : w_(w) {
+  PackedGemm(const at::Tensor& w, int64_t rows) : w_(w) {
     if (w.scalar_type() != at::kFloat || rows == 0) return;
     const auto& ops = handles();
     if (!ops.has_value()) return;

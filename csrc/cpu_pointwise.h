@@ -18,7 +18,7 @@
 namespace charrnn_fast::cpu {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CHARRNN_FAST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define CHARRNN_FAST_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CHARRNN_FAST_CLONES
 #endif

@@ -63,7 +63,7 @@ void forward_rows(const at::Tensor& gx, const at::Tensor& w, const at::Tensor& h
   const auto acc = c_all.scalar_type();
   const int64_t nb = b1 - b0, H = d.H, G = 4 * d.H;
   const auto opts = c_all.options();
-  const cpu::StepGemm gemm(w, nb);
+  const cpu::PackedGemm gemm(w, nb);
   at::Tensor h_in = as_acc(h0.narrow(0, b0, nb), acc);  // [nb, H]
   at::Tensor h_out = direct ? at::Tensor() : at::empty({nb, H}, opts);
   at::Tensor act = (direct || !training) ? at::Tensor() : at::empty({nb, G}, opts);
@@ -104,7 +104,7 @@ void backward_rows(const at::Tensor& dy, const at::Tensor& w_t, const at::Tensor
   using acc_t = at::opmath_type<scalar_t>;
   const auto acc = c_all.scalar_type();
   const int64_t nb = b1 - b0, H = d.H, G = 4 * d.H;
-  const cpu::StepGemm gemm(w_t, nb);
+  const cpu::PackedGemm gemm(w_t, nb);
   const at::Tensor zeros = at::zeros({nb, H}, c_all.options());
   at::Tensor dh_rows = dh.narrow(0, b0, nb).clone();  // [nb, H], gradient wrt h_t
   acc_t* dc_p = dc.data_ptr<acc_t>() + b0 * H;
@@ -169,7 +169,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
     });
   }
   // dW_hh = sum_t dgates_t^T h_{t-1}: one GEMM over all steps, h_{-1} = h0.
-  at::Tensor dw = at::zeros({4 * d.H, d.H}, c_all.options());
+  // Its inner dimension is T*B, where MKL is as fast as oneDNN (measured).
+  at::Tensor dw = at::zeros({4 * d.H, d.H}, c_all.options());  // [4H, H]
   if (d.T > 0) {
     const at::Tensor h_prev =
         at::cat({h0.unsqueeze(0), y.narrow(0, 0, d.T - 1)}).to(acc);  // [T, B, H]
