@@ -12,3 +12,8 @@ ruff format --check .
 python -m pytest -m "not triton" --benchmark-disable tests
 TRITON_INTERPRET=1 python -m pytest -m triton --benchmark-disable tests
 python bench/run.py --quick
+# The persistent CUDA kernels' logic, on the CPU (no GPU needed): the real .cu
+# sources compiled with g++ against an emulation of the CUDA primitives.
+if [ -f "${CUDA_HOME:-/usr/local/cuda}/include/cuda_runtime.h" ]; then
+  bash csrc/cuda/emu/run.sh
+fi
