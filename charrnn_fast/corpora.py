@@ -192,6 +192,10 @@ def linux_source(tar_path: Path = LINUX_TAR) -> Source:
                             f = tar.extractfile(m)
                             if f is not None:
                                 yield m.name, f
+                        # TarFile remembers every member it has read, even in
+                        # stream mode: forget them, or memory grows with the
+                        # archive (80k members in the kernel source).
+                        tar.members = []
             except (tarfile.TarError, EOFError) as e:
                 raise CorpusError(f"{tar_path}: unreadable tar archive ({e})") from e
 
