@@ -14,7 +14,7 @@
 #   pytest.log           pytest -m cuda, then pytest -m triton
 #   results.json, results.csv, speedup.png, bench.md   from bench/run.py
 # Exit status: 0 when every step exited 0. Extra arguments for bench/run.py can
-# be passed in BENCH_ARGS (e.g. BENCH_ARGS="--quick").
+# be passed in BENCH_ARGS (e.g. BENCH_ARGS="--quick"); GPU_CHECK_ONLY picks steps.
 set -u -o pipefail
 
 OUT=${1:?usage: bash bench/gpu_check.sh OUT_DIR}
@@ -34,9 +34,15 @@ FAILED=0
 
 # step NAME MAX_SECONDS LOG CMD...: run CMD under min(MAX, budget left), output
 # appended to LOG (and echoed), exit status recorded in summary.txt.
+# GPU_CHECK_ONLY="build,bench" runs only the named steps (a second call on a
+# warm machine, say, to give bench/run.py the whole budget).
 step() {
   local name=$1 max=$2 log=$3
   shift 3
+  if [[ -n "${GPU_CHECK_ONLY:-}" && ",$GPU_CHECK_ONLY," != *",$name,"* ]]; then
+    echo "$name not requested (GPU_CHECK_ONLY=$GPU_CHECK_ONLY)" | tee -a "$SUMMARY"
+    return
+  fi
   local left=$((BUDGET - ($(date +%s) - START)))
   local limit=$((max < left ? max : left))
   if ((limit < 10)); then
