@@ -1,4 +1,4 @@
-"""`charrnn-fast` command line: prepare, train, sample.
+"""`charrnn-fast` command line: prepare, train, sample, visualize.
 
 User errors (bad files, options, checkpoints) print one line
 `charrnn-fast: error: ...` to stderr and exit with status 2, no traceback.
@@ -23,6 +23,7 @@ examples:
   charrnn-fast train --data_dir data/shakespeare --checkpoint_dir cv/shk --max_iters 2000
   charrnn-fast train --checkpoint_dir cv/shk --resume --max_iters 4000
   charrnn-fast sample cv/shk -n 500 --temperature 0.8 --prime 'ROMEO:'
+  charrnn-fast visualize cv/shk --text some.txt --top 5 --out cells.html --png cells.png
 """
 
 
@@ -102,6 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backend", default="auto", choices=("auto", "reference", "cpu", "cuda", "triton")
     )
+
+    v = sub.add_parser(
+        "visualize",
+        help="colour a text by single cells' activations (HTML, PNG)",
+        description="Run the model over a text and show how single cells fire: "
+        "tanh(c_t) of an LSTM layer, h_t for GRU / RNN. Without --cell, the --top "
+        "cells of highest variance over the text.",
+    )
+    v.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
+    v.add_argument("--text", required=True, help="a UTF-8 file, or the text itself")
+    v.add_argument("--layer", type=int, default=-1, help="0-based; -1 = last (default)")
+    v.add_argument("--cell", type=int, nargs="+", help="cell indices to show (0-based)")
+    v.add_argument("--top", type=int, default=5, help="without --cell: most varying cells")
+    v.add_argument("--out", default="cells.html", help="HTML page (default cells.html)")
+    v.add_argument("--png", help="also draw a PNG (matplotlib; first 3000 characters)")
+    v.add_argument(
+        "--skip_unknown",
+        "--skip-unknown",
+        action="store_true",
+        help="drop text characters that are not in the vocabulary",
+    )
     return parser
 
 
@@ -174,11 +196,40 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visualize(args: argparse.Namespace) -> int:
+    from charrnn_fast.visualize import read_text, visualize
+
+    r = visualize(
+        args.checkpoint,
+        read_text(args.text),
+        args.layer,
+        args.cell,
+        args.top,
+        args.out,
+        args.png,
+        args.skip_unknown,
+    )
+    what = "cell state" if r.model_type == "lstm" else "hidden state: GRU/RNN have no cell state"
+    print(
+        f"{r.model_type} layer {r.layer} of 0..{r.num_layers - 1}, {len(r.text)} characters; "
+        f"{r.quantity} ({what})"
+    )
+    for c, var in zip(r.cells, r.variances):
+        print(f"cell {c}: variance {var:.4f}")
+    print("wrote " + ", ".join(str(p) for p in r.outputs))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `charrnn-fast` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        return {"prepare": _prepare, "train": _train, "sample": _sample}[args.command](args)
+        return {
+            "prepare": _prepare,
+            "train": _train,
+            "sample": _sample,
+            "visualize": _visualize,
+        }[args.command](args)
     except UserError as e:
         print(f"charrnn-fast: error: {e}", file=sys.stderr)
         return EXIT_USAGE
