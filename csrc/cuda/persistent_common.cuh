@@ -305,4 +305,33 @@ __device__ __forceinline__ float sum_partials(const float* P, int p_ld, int MC, 
   return s;
 }
 
+// Occupancy query and cooperative launch, shared by the forward and the
+// backward kernel: both opt in to `smem` bytes of dynamic shared memory first.
+template <typename Kernel>
+cudaError_t occupancy_of(Kernel k, size_t smem, int* blocks) {
+  cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, k, kThreads, smem);
+}
+
+template <typename Kernel, typename Args>
+cudaError_t launch_cooperative(Kernel k, const Geom& g, size_t smem, const Args& a,
+                               cudaStream_t s) {
+  cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(g.n_us * g.n_bs);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;  // all blocks co-resident, or an error
+  attr[0].val.cooperative = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, k, a, g);
+}
+
 }  // namespace charrnn_fast::cuda::detail

@@ -126,31 +126,13 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
 
 template <typename T, class E>
 cudaError_t occupancy(size_t smem, int* blocks) {
-  auto k = lstm_fwd_persistent<T, E>;
-  cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-  if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, k, kThreads, smem);
+  return occupancy_of(lstm_fwd_persistent<T, E>, smem, blocks);
 }
 
 template <typename T, class E>
 cudaError_t launch(const Geom& g, const FwdArgs& a, cudaStream_t s) {
-  auto k = lstm_fwd_persistent<T, E>;
   const size_t smem = make_layout(false, dtype_of<T>(), g).total;
-  cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-  if (err != cudaSuccess) return err;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(g.n_us * g.n_bs);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;  // all blocks co-resident, or an error
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, k, a, g);
+  return launch_cooperative(lstm_fwd_persistent<T, E>, g, smem, a, s);
 }
 
 }  // namespace
