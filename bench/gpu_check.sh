@@ -21,7 +21,7 @@ OUT=${1:?usage: bash bench/gpu_check.sh OUT_DIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}  # on the GPU machines python3 is the one with torch
 BUDGET=${GPU_CHECK_BUDGET:-570}
 START=$(date +%s)
 SUMMARY=$OUT/summary.txt

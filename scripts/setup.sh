@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-if ! .venv/bin/python -c "import torch, triton, pytest_benchmark, matplotlib, expecttest" 2>/dev/null \
+if ! .venv/bin/python -c "import torch, triton, pytest_benchmark, matplotlib" 2>/dev/null \
    || ! [ -x .venv/bin/ruff ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | quiet
 fi
