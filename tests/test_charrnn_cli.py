@@ -44,6 +44,12 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def train_new(corpus: Path, cv: str, iters: int, capsys) -> tuple[int, str, str]:
+    """A fresh training run of `iters` steps on `corpus` into checkpoint dir `cv`."""
+    argv = ["train", "--data_dir", str(corpus), "--checkpoint_dir", cv]
+    return run([*argv, "--max_iters", str(iters), *TRAIN], capsys)
+
+
 def assert_user_error(code: int, err: str, *needles: str) -> None:
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.startswith("charrnn-fast: error:")]
@@ -66,10 +72,7 @@ def corpus(tmp_path, capsys) -> Path:
 
 def test_prepare_train_resume_sample(corpus, tmp_path, capsys):
     cv = str(tmp_path / "cv")
-    code, _, err = run(
-        ["train", "--data_dir", str(corpus), "--checkpoint_dir", cv, "--max_iters", "4", *TRAIN],
-        capsys,
-    )
+    code, _, err = train_new(corpus, cv, 4, capsys)
     assert code == 0 and "val loss" in err
     # --resume takes data_dir and the model from the checkpoint's stored options.
     code, _, err = run(["train", "--checkpoint_dir", cv, "--resume", "--max_iters", "6"], capsys)
@@ -118,22 +121,8 @@ def test_unprepared_data_dir(tmp_path, capsys):
 
 def test_vocabulary_mismatch_on_resume_loses_nothing(corpus, tmp_path, capsys):
     cv = str(tmp_path / "cv")
-    assert (
-        run(
-            [
-                "train",
-                "--data_dir",
-                str(corpus),
-                "--checkpoint_dir",
-                cv,
-                "--max_iters",
-                "2",
-                *TRAIN,
-            ],
-            capsys,
-        )[0]
-        == 0
-    )
+    code, _, err = train_new(corpus, cv, 2, capsys)
+    assert code == 0, err
     before = (tmp_path / "cv" / "last.pt").read_bytes()
     (tmp_path / "other.txt").write_text("Completely different: XYZ 123!\n" * 80)
     run(
@@ -172,22 +161,8 @@ def test_missing_and_corrupt_checkpoint(tmp_path, capsys):
 
 def test_temperature_must_be_positive(corpus, tmp_path, capsys):
     cv = str(tmp_path / "cv")
-    assert (
-        run(
-            [
-                "train",
-                "--data_dir",
-                str(corpus),
-                "--checkpoint_dir",
-                cv,
-                "--max_iters",
-                "1",
-                *TRAIN,
-            ],
-            capsys,
-        )[0]
-        == 0
-    )
+    code, _, err = train_new(corpus, cv, 1, capsys)
+    assert code == 0, err
     for t in ("0", "-0.5"):
         code, out, err = run(["sample", cv, "--temperature", t], capsys)
         assert_user_error(code, err, "temperature must be > 0")
