@@ -69,7 +69,8 @@ def _nvidia_includes() -> list[str]:
 def _extension():
     here = os.path.dirname(os.path.abspath(__file__))
     cpu_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    # -fno-trapping-math lets GCC if-convert the clamps in csrc/cpu_pointwise.h
+    cpu_sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # -fno-trapping-math lets GCC if-convert the clamps in csrc/cpu/pointwise.h
     # and vectorise the pointwise loops (we never read FP exception flags);
     # NaN and Inf semantics are untouched (no -ffast-math).
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-trapping-math"]
@@ -103,12 +104,16 @@ setup(
     version="0.1.0",
     description="A drop-in torch.nn.LSTM with fused recurrence kernels, and char-rnn on top",
     python_requires=">=3.10",
-    packages=[*find_packages(include=["charrnn_fast", "charrnn_fast.*"]), "charrnn_fast.kernels"],
-    # kernels/ is installed as charrnn_fast.kernels, never as a top-level
-    # `kernels` module (that name is taken on PyPI).
-    package_dir={"charrnn_fast.kernels": "kernels"},
+    # charrnn_fast/kernels is a symbolic link to the top-level kernels/, so the
+    # Triton kernels are charrnn_fast.kernels in a source checkout, an editable
+    # install and a wheel alike, never a top-level `kernels` module (that name
+    # is taken on PyPI).
+    packages=find_packages(include=["charrnn_fast", "charrnn_fast.*"]),
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    install_requires=["torch", "numpy", "tqdm"],
-    entry_points={"console_scripts": ["charrnn-fast=charrnn_fast.cli:main"]},
+    # The LSTM library needs torch alone (triton comes with CUDA builds of
+    # torch); the char-rnn application's own needs are the `charrnn` extra.
+    install_requires=["torch"],
+    extras_require={"charrnn": ["numpy", "tqdm", "matplotlib"]},
+    entry_points={"console_scripts": ["charrnn-fast=charrnn_fast.charrnn.cli:main"]},
 )

@@ -145,7 +145,7 @@ def char_model(rnn: nn.LSTM, vocab: int = VOCAB) -> tuple[nn.Module, str]:
     """The char model of `train` mode around `rnn` (embedding size = rnn.input_size),
     and which class it is ("CharRNN" or "inline")."""
     try:
-        from charrnn_fast.model import CharRNN
+        from charrnn_fast.charrnn.model import CharRNN
     except ImportError:
         return InlineCharModel(vocab, rnn), "inline"
     model = CharRNN(vocab, rnn.hidden_size, rnn.num_layers, embedding_dim=rnn.input_size)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from charrnn_fast.contract import acc_dtype
+
 _error: str | None = None
 try:
     from charrnn_fast import _C
@@ -24,10 +26,6 @@ def load_error() -> str | None:
     return _error
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 if _error is None:
 
     @torch.library.register_fake("charrnn_fast::lstm_fwd")
@@ -35,7 +33,7 @@ if _error is None:
         T, B, G = gx.shape
         H = G // 4
         y = gx.new_empty((T, B, H))
-        c_all = gx.new_empty((T + 1, B, H), dtype=_acc_dtype(gx.dtype))
+        c_all = gx.new_empty((T + 1, B, H), dtype=acc_dtype(gx.dtype))
         gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
         return y, c_all, gates
 

@@ -1,8 +1,9 @@
 """charrnn_fast.lstm: the multi-layer, bidirectional LSTM over LSTMRecurrence.
 
 Per layer and direction, the input projection for all steps is one GEMM done
-by PyTorch (so autograd gives dx, dW_ih and the bias grads), and only the
-recurrence goes through the fused op. Inputs are validated here, with errors
+by the chosen backend's `project` (a differentiable PyTorch call, so autograd
+gives dx, dW_ih and the bias grads), and only the recurrence goes through the
+fused op. Inputs are validated here, with errors
 that name the argument, so the kernels only ever see well-formed tensors.
 """
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from charrnn_fast import backends, onednn
+from charrnn_fast import backends
 from charrnn_fast.autograd import LSTMRecurrence
 
 
@@ -137,15 +138,14 @@ def _layers(
             idx = layer * D + d
             w_ih, w_hh = weights[idx * stride], weights[idx * stride + 1]
             b = weights[idx * stride + 2] + weights[idx * stride + 3] if bias else None
-            if onednn.serves(layer_input, backends.requested(backend)):
-                gx = onednn.linear(layer_input, w_ih, b)  # [T, B, 4H]
-            else:
-                gx = F.linear(layer_input, w_ih, b)
+            # Select first: each backend projects its own input (the cpu
+            # backend through oneDNN, the others through F.linear).
+            chosen = backends.select(layer_input, w_hh, backend)
+            gx = chosen.project(layer_input, w_ih, b)  # [T, B, 4H]
             if d == 1:  # the reverse direction reads time backwards
                 gx = gx.flip(0)
             gx = gx.contiguous()
             h0, c0 = hx[0][idx].contiguous(), hx[1][idx].contiguous()
-            chosen = backends.select(gx, w_hh, backend)
             save = torch.is_grad_enabled() and any(t.requires_grad for t in (gx, w_hh, h0, c0))
             y, hT, cT = LSTMRecurrence.apply(gx, w_hh.contiguous(), h0, c0, chosen, save)
             outs.append(y.flip(0) if d == 1 else y)

@@ -17,7 +17,7 @@ Only the exchanged rows (h_t forward, dgx[t] backward) go through global memory
 On chip: with W_RESIDENT, each program loads its slice of W_hh once before the
 loop (all four gates of its hidden units: 4 x [H, BLOCK_J] elements) and reuses it
 every step; compiled for sm_90 the slice becomes a loop-invariant shared-memory
-buffer (see kernels/compile_check.py). Without it (slices too big for one SM),
+buffer (see bench/triton_compile_check.py). Without it (slices too big for one SM),
 the slice is streamed from L2 each step in [BLOCK_K, BLOCK_J] chunks.
 
 Synchronisation: PERSISTENT=True runs all n_steps in one launch, the grid being
@@ -45,8 +45,9 @@ import os
 import torch
 import triton
 import triton.language as tl
-from charrnn_fast.kernels.lstm_common import grid_barrier, mm, tanh, to_dtype
 from torch import Tensor
+
+from charrnn_fast.kernels.lstm_common import grid_barrier, mm, tanh, to_dtype
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 

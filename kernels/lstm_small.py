@@ -33,8 +33,9 @@ import os
 import torch
 import triton
 import triton.language as tl
-from charrnn_fast.kernels.lstm_common import mm, tanh, to_dtype
 from torch import Tensor
+
+from charrnn_fast.kernels.lstm_common import mm, tanh, to_dtype
 
 # Fixed at import, like @triton.jit itself (see lstm_common.py).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -11,7 +11,7 @@ Paths:
               from L2 when even the slice is too big), one barrier per step.
   stepwise    lstm_persistent.py relaunched per step: any size, any grid.
 
-"On chip" means shared memory: compiled for sm_90 (kernels/compile_check.py),
+"On chip" means shared memory: compiled for sm_90 (bench/triton_compile_check.py),
 the W_hh tiles loaded before the time loop become loop-invariant shared-memory
 buffers (ttg.local_alloc hoisted out of the loop) read by the MMAs every step,
 so the budget is the device's shared memory per block (after opt-in), of which

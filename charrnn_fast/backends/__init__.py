@@ -1,7 +1,9 @@
 """Backend registry: which implementation of the recurrence serves a call.
 
-Every backend implements the op contract of DESIGN.md (`fwd`, `bwd`) and says,
-for a given call, why it cannot serve it (`why_not`, None when it can).
+Every backend implements the op contract (charrnn_fast/contract.py, `fwd` and
+`bwd`), owns the input projection of its layers (`project`), and says, for a
+given call, why it cannot serve it (`why_not`, None when it can). The rules
+are in docs/DESIGN.md, "Backends".
 
 - `backend=` names one explicitly: if it cannot serve the call, that is an error
   that gives the reason.
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -26,9 +29,14 @@ class Backend:
     name: str
     fwd: Callable[..., tuple[Tensor, Tensor, Tensor]]
     bwd: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]
-    # (gx[T,B,4H], w_hh[4H,H]) -> reason it cannot serve this call, or None.
+    # (x[T,B,*], w_hh[4H,H]) -> reason it cannot serve this call, or None. x is
+    # the layer input or its projection gx[T,B,4H]: only its device, dtype and
+    # first two sizes (T, B) are read.
     why_not: Callable[[Tensor, Tensor], str | None]
     description: str
+    # (x[T,B,I], w_ih[4H,I], b[4H] or None) -> gx[T,B,4H]: the input projection
+    # of all steps, differentiable by autograd.
+    project: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -67,7 +75,8 @@ def requested(backend: str | None) -> str | None:
 
 
 def select(gx: Tensor, w_hh: Tensor, backend: str | None = None) -> Backend:
-    """The backend for a call on gx[T,B,4H], w_hh[4H,H]."""
+    """The backend for a layer call on gx[T,B,*] (the layer input or its
+    projection) and w_hh[4H,H]."""
     name = requested(backend)
     if name is not None:
         chosen = get(name)
@@ -116,7 +125,7 @@ def report() -> str:
 
 
 def _load() -> None:
-    from charrnn_fast.backends import native, reference
+    from charrnn_fast.backends import cpu, cuda, reference
 
     register(
         Backend(
@@ -127,8 +136,8 @@ def _load() -> None:
             "plain PyTorch loop: any device, any float dtype (the test oracle)",
         )
     )
-    register(native.CPU)
-    register(native.CUDA)
+    register(cpu.BACKEND)
+    register(cuda.BACKEND)
     try:
         from charrnn_fast.backends import triton as triton_backend
     except ImportError:

@@ -11,18 +11,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from charrnn_fast.contract import acc_dtype, check_bwd, check_fwd
 
 
 def lstm_fwd(
     gx: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, training: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H], gates[T,B,4H]."""
-    T, B, G = gx.shape
-    H = G // 4
-    acc = _acc(gx.dtype)
+    T, B, H = check_fwd(gx, w_hh, h0, c0)
+    G = 4 * H
+    acc = acc_dtype(gx.dtype)
     w = w_hh.to(acc)
     h = h0.to(acc)
     y = gx.new_empty((T, B, H))
@@ -53,7 +51,7 @@ def lstm_bwd(
     h0: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """dy[T,B,H], dhT[B,H], dcT[B,H] -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]."""
-    T, B, H = y.shape
+    T, B, H = check_bwd(dy, dhT, dcT, w_hh, y, c_all, gates, h0)
     acc = c_all.dtype
     w = w_hh.to(acc)
     dh = dhT.to(acc)

@@ -20,44 +20,18 @@ import importlib.util
 import os
 import sys
 import warnings
-from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
 from charrnn_fast.backends import Backend
+from charrnn_fast.contract import check_bwd, check_fwd
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _KERNELS = ("charrnn_fast.kernels.lstm_small", "charrnn_fast.kernels.lstm_persistent")
 _import_error: list[str | None] = []  # memo of _triton_error()
 _degraded: dict[tuple, dict] = {}  # (B, H, dtype, device) -> plan kwargs that did fit
-
-
-def _map_source_kernels() -> None:
-    """Make kernels/ importable as charrnn_fast.kernels in a source checkout.
-
-    An install maps it (setup.py package_dir); a checkout used in place (say
-    `setup.py build_ext --inplace` on a GPU machine, no install) has no
-    charrnn_fast/kernels directory. Only the package is created here, from
-    kernels/__init__.py: no @triton.jit module is imported.
-    """
-    name = "charrnn_fast.kernels"
-    if name in sys.modules or importlib.util.find_spec(name) is not None:
-        return
-    src = Path(__file__).resolve().parents[2] / "kernels"
-    if not (src / "__init__.py").is_file():
-        return
-    spec = importlib.util.spec_from_file_location(
-        name, src / "__init__.py", submodule_search_locations=[str(src)]
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    sys.modules["charrnn_fast"].kernels = mod
-
-
-_map_source_kernels()
 
 
 def _interpreting() -> bool:
@@ -98,10 +72,8 @@ def _why_not(gx: Tensor, w_hh: Tensor) -> str | None:
     if gx.dtype not in _DTYPES:
         return f"dtype {gx.dtype} unsupported (expected one of {_DTYPES})"
     if gx.dim() != 3 or w_hh.dim() != 2:
-        return (
-            f"expected gx [T, B, 4H] and w_hh [4H, H], got {tuple(gx.shape)}, {tuple(w_hh.shape)}"
-        )
-    B, G = gx.shape[1], gx.shape[2]
+        return f"expected x [T, B, *] and w_hh [4H, H], got {tuple(gx.shape)}, {tuple(w_hh.shape)}"
+    B, G = gx.shape[1], w_hh.shape[0]
     if B * G >= 2**31 or w_hh.numel() >= 2**31:
         return f"B*4H = {B * G} and 4H*H = {w_hh.numel()} must stay below 2**31 (int32 offsets)"
     from charrnn_fast.kernels.plan import make_plan
@@ -111,18 +83,6 @@ def _why_not(gx: Tensor, w_hh: Tensor) -> str | None:
     except ValueError as e:  # only a forced CHARRNN_FAST_TRITON_PATH can fail
         return str(e)
     return None
-
-
-def _check(name: str, t: Tensor, shape: tuple[int, ...], ref: Tensor, dtype=None) -> None:
-    want = dtype or ref.dtype
-    if tuple(t.shape) != shape:
-        raise ValueError(f"charrnn_fast: {name} must have shape {list(shape)}, got {list(t.shape)}")
-    if t.dtype != want:
-        raise ValueError(f"charrnn_fast: {name} must have dtype {want}, got {t.dtype}")
-    if t.device != ref.device:
-        raise ValueError(f"charrnn_fast: {name} must be on {ref.device}, got {t.device}")
-    if not t.is_contiguous():
-        raise ValueError(f"charrnn_fast: {name} must be contiguous")
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -219,14 +179,7 @@ def lstm_fwd(
 
     plan_kw (path, block_b, block_j) forces kernels/plan.py's choice (tests, benchmarks).
     """
-    if gx.dim() != 3 or gx.shape[2] % 4:
-        raise ValueError(f"charrnn_fast: gx must have shape [T, B, 4H], got {list(gx.shape)}")
-    T, B, G = gx.shape
-    H = G // 4
-    _check("gx", gx, (T, B, G), gx)
-    _check("w_hh", w_hh, (G, H), gx)
-    _check("h0", h0, (B, H), gx)
-    _check("c0", c0, (B, H), gx)
+    T, B, H = check_fwd(gx, w_hh, h0, c0)
     reason = _why_not(gx, w_hh)
     if reason is not None:
         raise RuntimeError(f"charrnn_fast triton backend: {reason}")
@@ -261,23 +214,7 @@ def lstm_bwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """dy[T,B,H], dhT[B,H], dcT[B,H], w_hh[4H,H], y[T,B,H], c_all[T+1,B,H] fp32,
     gates[T,B,4H], h0[B,H] -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]."""
-    if y.dim() != 3:
-        raise ValueError(f"charrnn_fast: y must have shape [T, B, H], got {list(y.shape)}")
-    T, B, H = y.shape
-    _check("y", y, (T, B, H), y)
-    _check("dy", dy, (T, B, H), y)
-    _check("dhT", dhT, (B, H), y)
-    _check("dcT", dcT, (B, H), y)
-    _check("w_hh", w_hh, (4 * H, H), y)
-    _check("c_all", c_all, (T + 1, B, H), y, torch.float32)
-    _check("h0", h0, (B, H), y)
-    if T * B > 0 and gates.numel() == 0:
-        raise ValueError(
-            "charrnn_fast: gates is empty: lstm_fwd was called with training=False, "
-            "so there is nothing to differentiate"
-        )
-    if T * B > 0:
-        _check("gates", gates, (T, B, 4 * H), y)
+    T, B, H = check_bwd(dy, dhT, dcT, w_hh, y, c_all, gates, h0)
     reason = _why_not(dy.new_empty((0, B, 4 * H)), w_hh)
     if reason is not None:
         raise RuntimeError(f"charrnn_fast triton backend: {reason}")

@@ -132,7 +132,7 @@ class _TinyCharModel(nn.Module):
 def test_sampling_step(benchmark, name: str) -> None:
     _backend(name)
     try:
-        from charrnn_fast.model import CharRNN
+        from charrnn_fast.charrnn.model import CharRNN
 
         model: nn.Module = CharRNN(V, rnn_size=H, num_layers=2, backend=name)
     except ImportError:

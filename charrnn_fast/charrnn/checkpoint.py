@@ -1,0 +1,108 @@
+"""Checkpoints: atomic writes, safe loads, RNG capture.
+
+A checkpoint is a dict of tensors, primitives, lists and dicts only, so it loads
+with `torch.load(weights_only=True)` (no arbitrary code runs from a checkpoint
+file) and on any device (`map_location`). Writes go to a temporary file in the
+same folder, are fsynced and then renamed over the target, so a crash or Ctrl-C
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from charrnn_fast.charrnn.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "charrnn_fast.checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "model", "model_config", "vocab", "config", "step")
+
+
+def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
+    """Write `ckpt` to `path` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **ckpt}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Including KeyboardInterrupt: never leave a half-written temp file behind.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # Persist the rename itself (the directory entry); not possible on every OS.
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the data is synced
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file from a file or a checkpoint folder (best.pt, else last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"no checkpoint (best.pt or last.pt) in folder {p}")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a checkpoint (file or folder) with weights_only=True."""
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:
+        # torch.load fails in many ways on a damaged file (zip errors, unpickling
+        # errors, EOF, RuntimeError); to the user they all mean one thing.
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{p} is not a valid checkpoint (corrupt or truncated?): {type(e).__name__}: {msg}"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p} is not a charrnn_fast checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{p} has checkpoint version {ckpt.get('version')}, this version reads "
+            f"{CHECKPOINT_VERSION}"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{p} is incomplete (missing {', '.join(missing)})")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def capture_rng_state() -> dict:
+    """RNG states as tensors (weights_only-safe): CPU and, when present, every GPU."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Undo `capture_rng_state`; GPU states only when this machine has GPUs."""
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        n = min(len(cuda), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda[:n]])

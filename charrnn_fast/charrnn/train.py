@@ -1,0 +1,392 @@
+"""Training loop: truncated BPTT over contiguous row streams, char-rnn style.
+
+`train(cfg)` runs single-process or, under torchrun, data-parallel (DDP, each rank
+a disjoint share of the rows). A run can always be continued exactly: the
+checkpoint holds model, optimiser, RNG states, the carried hidden state and the
+data position, and everything else (learning rate, batch order) is a function of
+the step. Ctrl-C finishes the current step, saves, and stops.
+
+Run it as `charrnn-fast train [options]`, or under torchrun as
+`torchrun --nproc_per_node=N -m charrnn_fast.charrnn train [options]`.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from charrnn_fast.charrnn import distributed as ddp
+from charrnn_fast.charrnn.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, max_rows, split_tokens
+from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
+from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
+from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
+from charrnn_fast.charrnn.trainlog import TrainLog
+from charrnn_fast.charrnn.vocab import Vocab
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    checkpoint: str | None = None
+    interrupted: bool = False
+    rank: int = 0  # distributed rank of this process (0 writes checkpoints and logs)
+
+
+def learning_rate_at(cfg: TrainConfig, epochs_done: int) -> float:
+    """char-rnn's schedule: after each completed epoch e >= decay_after, lr *= decay."""
+    n = epochs_done - max(cfg.learning_rate_decay_after, 1) + 1
+    return cfg.learning_rate * cfg.learning_rate_decay ** max(n, 0)
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(
+        params, lr=cfg.learning_rate, alpha=cfg.decay_rate, eps=1e-8, weight_decay=cfg.weight_decay
+    )
+
+
+class _StopFlag:
+    """First Ctrl-C asks for a clean stop (finish the step, save); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers live in the main thread only
+            return
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(
+    model: CharRNN,
+    batcher: StreamBatcher,
+    cfg: TrainConfig,
+    device: torch.device,
+    info: ddp.DistInfo,
+    stop: _StopFlag | None = None,
+) -> float | None:
+    """Mean loss per token over the split (all ranks' rows); None if stopped early."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # [loss sum, tokens]
+    state = None
+    n = (
+        batcher.num_chunks
+        if cfg.eval_max_batches <= 0
+        else min(cfg.eval_max_batches, batcher.num_chunks)
+    )
+    for k in range(n):
+        if stop is not None and stop.requested and not info.enabled:
+            model.train(was_training)
+            return None
+        x, y = (t.to(device, non_blocking=True) for t in batcher.batch(k))
+        with _autocast(cfg, device):
+            logits, state = model(x, state)
+        total[0] += lm_loss(logits, y).double() * y.numel()
+        total[1] += y.numel()
+    model.train(was_training)
+    ddp.all_reduce_sum(total, info)
+    return float(total[0] / total[1])
+
+
+def _load_start(cfg: TrainConfig, vocab: Vocab) -> dict | None:
+    """The checkpoint to resume or initialise from (validated against the data)."""
+    last = last_checkpoint_path(cfg.checkpoint_dir)
+    if cfg.resume:
+        if not last.is_file():
+            raise CheckpointError(f"nothing to resume: no checkpoint at {last}")
+        path = last
+    else:
+        if last.exists() and not cfg.overwrite:
+            raise UserError(
+                f"{last} exists: continue it with --resume, or start over with "
+                "--overwrite or another --checkpoint_dir"
+            )
+        if not cfg.init_from:
+            return None
+        path = Path(cfg.init_from)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    stored = Vocab.from_dict(ckpt["vocab"])
+    if stored != vocab:
+        raise VocabError(
+            f"vocabulary mismatch: {ckpt['path']} was trained on a different "
+            f"vocabulary than {cfg.data_dir} ({stored.difference(vocab)})"
+        )
+    return ckpt
+
+
+def train(
+    cfg: TrainConfig, on_step: Callable[[int, float | None], None] | None = None
+) -> TrainResult:
+    """Train a CharRNN as configured. `on_step(step, loss_or_None)` runs after each step
+    (tests use it to simulate Ctrl-C). Returns the losses seen by this process."""
+    cfg.validate()
+    info, device = ddp.init_distributed(cfg.device)
+    try:
+        with _StopFlag().installed() as stop:
+            run = _Run(cfg, info, device)
+            try:
+                return run.loop(stop, on_step)
+            finally:
+                run.log.close()
+    finally:
+        ddp.shutdown()
+
+
+class _Run:
+    """One training run: data, model, optimiser and position, restored or fresh."""
+
+    def __init__(self, cfg: TrainConfig, info: ddp.DistInfo, device: torch.device) -> None:
+        self.cfg, self.info, self.device = cfg, info, device
+        self.data = load_prepared(cfg.data_dir)
+        self.vocab = self.data.vocab
+        ckpt = _load_start(cfg, self.vocab)
+        splits = split_tokens(self.data, cfg.train_frac, cfg.val_frac)
+        self.n_train = len(splits["train"])
+        self.rows = ddp.row_share(cfg.batch_size, info)
+        self.batches = StreamBatcher(
+            splits["train"], cfg.batch_size, cfg.seq_length, self.rows, "train"
+        )
+        self.val_batches = None
+        if len(splits["val"]) > 0:
+            # The val split may be smaller than train: fewer rows, as many as fit,
+            # an equal share for every rank.
+            n = min(cfg.batch_size, max_rows(len(splits["val"]), cfg.seq_length))
+            n -= n % info.world_size
+            if n == 0:
+                raise CorpusError(
+                    f"the val split ({len(splits['val'])} tokens) is too small for one "
+                    f"row of seq_length {cfg.seq_length} per process; use a larger "
+                    "--val_frac or --val_frac 0"
+                )
+            self.val_batches = StreamBatcher(
+                splits["val"], n, cfg.seq_length, ddp.row_share(n, info), "val"
+            )
+        self.cpe = self.batches.num_chunks  # chunks (steps) per epoch
+        self.max_iters = cfg.max_iters or math.ceil(cfg.max_epochs * self.cpe)
+
+        torch.manual_seed(cfg.seed)
+        arch = {
+            "rnn_size": cfg.rnn_size,
+            "num_layers": cfg.num_layers,
+            "model": cfg.model,
+            "embedding_dim": cfg.embedding_dim,
+        }
+        if ckpt is not None:  # --init_from/--resume: the checkpoint's architecture wins
+            arch = {k: ckpt["model_config"][k] for k in arch}
+        backend = None if cfg.backend == "auto" else cfg.backend
+        self.model = CharRNN(len(self.vocab), dropout=cfg.dropout, backend=backend, **arch)
+        self.model.to(device)
+        self.optimizer = make_optimizer(cfg, self.model.parameters())
+        self.step, self.best_val = 0, math.inf
+        self.state: State | None = None
+        if ckpt is not None:
+            try:
+                self.model.load_state_dict(ckpt["model"])
+            except RuntimeError as e:
+                raise CheckpointError(f"{ckpt['path']}: weights do not fit ({e})") from e
+        if ckpt is not None and cfg.resume:
+            self._restore(ckpt)
+        elif info.rank > 0:
+            torch.manual_seed(cfg.seed + 7919 * info.rank)  # distinct dropout masks per rank
+        self.net: torch.nn.Module = self.model
+        if info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.log = TrainLog(cfg, enabled=info.is_main, append=cfg.resume)
+
+    def _restore(self, ckpt: dict) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        self.best_val = ckpt.get("best_val_loss") or math.inf
+        hidden = ckpt.get("hidden") or []
+        if hidden and hidden[0].shape[1] == self.cfg.batch_size:
+            r = self.rows
+            self.state = tuple(h[:, r.start : r.stop].to(self.device) for h in hidden)
+        restore_rng_state(ckpt["rng"])
+        if self.info.rank > 0:  # only rank 0's RNG is stored: other ranks get a fresh stream
+            torch.manual_seed(self.cfg.seed + 7919 * self.info.rank + self.step)
+
+    def save(self, val_loss: float | None) -> str | None:
+        """Checkpoint to last.pt (and best.pt on a new best val loss); rank 0 writes."""
+        full = ddp.gather_rows(self.state, self.info) if self.state is not None else None
+        if not self.info.is_main:
+            return None
+        is_best = val_loss is not None and val_loss < self.best_val
+        if is_best:
+            self.best_val = val_loss
+        epoch, chunk = divmod(self.step, self.cpe)
+        blob = {
+            "model": self.model.state_dict(),
+            "model_config": self.model.config(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_dict(),
+            "vocab": self.vocab.to_dict(),
+            "step": self.step,
+            "position": {"epoch": epoch, "chunk": chunk, "chunks_per_epoch": self.cpe},
+            "hidden": [h.detach().cpu() for h in full] if full is not None else [],
+            "rng": capture_rng_state(),
+            "val_loss": val_loss,
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "data": {"path": str(self.data.path), "num_tokens": len(self.data)},
+        }
+        path = save_checkpoint(blob, last_checkpoint_path(self.cfg.checkpoint_dir))
+        if is_best:
+            save_checkpoint(blob, Path(self.cfg.checkpoint_dir) / "best.pt")
+        return str(path)
+
+    def train_step(self, lr: float) -> torch.Tensor:
+        """One optimisation step on the next chunk; returns the (unsynced) loss."""
+        cfg = self.cfg
+        chunk = self.step % self.cpe
+        if chunk == 0:
+            self.state = None  # a new epoch restarts every row stream
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in self.batches.batch(chunk))
+        with _autocast(cfg, self.device):
+            logits, state = self.net(x, self.state)
+        loss = lm_loss(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0 and cfg.grad_clip_mode == "norm":
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        elif cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.state = detach_state(state)
+        self.step += 1
+        return loss.detach()
+
+    def loop(self, stop: _StopFlag, on_step: Callable | None) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        result = TrainResult(step=self.step, rank=info.rank)
+        pending: list[torch.Tensor] = []
+
+        def flush() -> float:
+            # One device sync per print, not per step, keeps GPUs busy.
+            losses = ddp.all_reduce_mean(torch.stack(pending).float(), info).tolist()
+            first = self.step - len(losses) + 1
+            result.losses.extend(zip(range(first, self.step + 1), losses, strict=True))
+            pending.clear()
+            return losses[-1]
+
+        if info.is_main:
+            print(
+                f"training {self.model.config()} on {self.n_train:,} tokens, {self.cpe} "
+                f"chunks/epoch, {self.max_iters} steps, {self.device} x{info.world_size}",
+                file=sys.stderr,
+            )
+        bar = tqdm(
+            total=self.max_iters,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=(not cfg.progress or not info.is_main) or None,
+        )
+        if self.step >= self.max_iters and info.is_main:
+            print(
+                f"already at step {self.step} of {self.max_iters}: nothing to do "
+                "(raise --max_iters or --max_epochs to train further)",
+                file=sys.stderr,
+            )
+        tokens, t_last = 0, time.perf_counter()
+        self.net.train()
+        try:
+            while self.step < self.max_iters:
+                lr = learning_rate_at(cfg, self.step // self.cpe)
+                pending.append(self.train_step(lr))
+                tokens += self.batches.tokens_per_chunk * info.world_size
+                bar.update(1)
+                step, loss = self.step, None
+                at_print = step % cfg.print_every == 0 or step == self.max_iters
+                if at_print:
+                    loss = flush()
+                    now = time.perf_counter()
+                    tok_s, tokens, t_last = tokens / max(now - t_last, 1e-9), 0, now
+                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
+                    self.log.write(
+                        step,
+                        step / self.cpe,
+                        lr,
+                        train_loss=loss,
+                        tokens_per_s=tok_s,
+                        bar_disabled=bar.disable,
+                    )
+                if on_step is not None:
+                    on_step(step, loss)
+                # Ranks must agree to stop; they compare notes at print steps only.
+                if info.enabled:
+                    stopping = at_print and ddp.broadcast_flag(stop.requested, info, self.device)
+                else:
+                    stopping = stop.requested
+                if stopping:
+                    result.interrupted = True
+                    break
+                if step % cfg.eval_val_every == 0 or step == self.max_iters:
+                    val = None
+                    if self.val_batches is not None:
+                        val = evaluate(self.model, self.val_batches, cfg, self.device, info, stop)
+                    if val is not None:
+                        result.val_losses.append((step, val))
+                        self.log.write(
+                            step, step / self.cpe, lr, val_loss=val, bar_disabled=bar.disable
+                        )
+                    result.checkpoint = self.save(val)
+                    if stop.requested and not info.enabled:  # Ctrl-C during validation
+                        result.interrupted = True
+                        break
+        finally:
+            bar.close()
+        if pending:  # stopped between prints
+            flush()
+        if result.interrupted:
+            result.checkpoint = self.save(None)
+        result.step = self.step
+        return result

@@ -1,0 +1,212 @@
+"""Training options: the TrainConfig dataclass and its command-line form.
+
+Option names follow char-rnn's train.lua (`--rnn_size`, `--learning_rate_decay_after`,
+...); each also answers to a dashed spelling (`--rnn-size`). On `--resume` the
+stored configuration is the base and only options given on the command line
+change it; options that would change the model or the batching are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from charrnn_fast.charrnn.errors import UserError
+from charrnn_fast.charrnn.model import MODELS
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+DTYPES = ("float32", "bfloat16")
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+# Changing these on --resume would silently train a different model or data stream.
+FIXED_ON_RESUME = (
+    "model",
+    "rnn_size",
+    "num_layers",
+    "embedding_dim",
+    "batch_size",
+    "seq_length",
+    "train_frac",
+    "val_frac",
+)
+
+
+@dataclass
+class TrainConfig:
+    # data and output
+    data_dir: str = "data/shakespeare"
+    checkpoint_dir: str = "cv"
+    train_frac: float = 0.9
+    val_frac: float = 0.05
+    # model
+    model: str = "lstm"
+    rnn_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.0
+    embedding_dim: int = 0
+    backend: str = "auto"
+    # optimisation
+    optimizer: str = "adam"
+    learning_rate: float = 2e-3
+    learning_rate_decay: float = 0.97
+    learning_rate_decay_after: int = 10
+    decay_rate: float = 0.95
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    grad_clip_mode: str = "norm"
+    seq_length: int = 50
+    batch_size: int = 50
+    max_epochs: float = 50.0
+    max_iters: int = 0
+    # run control
+    init_from: str = ""
+    resume: bool = False
+    overwrite: bool = False
+    seed: int = 123
+    print_every: int = 10
+    eval_val_every: int = 1000
+    eval_max_batches: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    progress: bool = True
+    tensorboard: bool = True
+
+    def validate(self) -> TrainConfig:
+        """Raise UserError on an impossible option; returns self."""
+        checks = [
+            (self.model in MODELS, f"--model must be one of {', '.join(MODELS)}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}"),
+            (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}"),
+            (self.grad_clip_mode in ("norm", "value"), "--grad_clip_mode must be norm or value"),
+            (
+                min(self.rnn_size, self.num_layers, self.seq_length, self.batch_size) >= 1,
+                "--rnn_size, --num_layers, --seq_length and --batch_size must be >= 1",
+            ),
+            (self.embedding_dim >= 0, "--embedding_dim must be >= 0 (0 = one-hot input)"),
+            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
+            (
+                self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                "--learning_rate must be > 0",
+            ),
+            (0 < self.learning_rate_decay <= 1, "--learning_rate_decay must be in (0, 1]"),
+            (self.grad_clip >= 0, "--grad_clip must be >= 0 (0 = no clipping)"),
+            (self.max_epochs > 0 or self.max_iters > 0, "--max_epochs or --max_iters must be > 0"),
+            (self.max_iters >= 0, "--max_iters must be >= 0"),
+            (
+                self.print_every >= 1 and self.eval_val_every >= 1,
+                "--print_every and --eval_val_every must be >= 1",
+            ),
+            (not (self.resume and self.init_from), "use either --resume or --init_from, not both"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+HELP = {
+    "data_dir": "prepared data folder (output of `charrnn-fast prepare`)",
+    "checkpoint_dir": "folder for checkpoints (last.pt, best.pt) and log.csv",
+    "train_frac": "fraction of the corpus for training (contiguous, from the start)",
+    "val_frac": "fraction for validation (after train); test gets the rest",
+    "model": "recurrent cell: lstm (charrnn_fast.LSTM), gru or rnn (torch.nn)",
+    "rnn_size": "hidden units per layer",
+    "num_layers": "number of stacked recurrent layers",
+    "dropout": "dropout between layers and before the output layer",
+    "embedding_dim": "learned embedding size; 0 = one-hot input as in char-rnn",
+    "backend": "charrnn_fast.LSTM backend (auto picks by device)",
+    "optimizer": "adam, adamw or rmsprop (char-rnn's)",
+    "learning_rate": "initial learning rate",
+    "learning_rate_decay": "multiply the learning rate by this after each epoch ...",
+    "learning_rate_decay_after": "... once this many epochs are complete",
+    "decay_rate": "RMSProp smoothing constant (alpha)",
+    "weight_decay": "weight decay (AdamW: decoupled)",
+    "grad_clip": "clip gradients at this value (0 = off)",
+    "grad_clip_mode": "norm: total gradient norm; value: each element (char-rnn's)",
+    "seq_length": "time steps per chunk (truncated BPTT length)",
+    "batch_size": "row streams per batch (over all processes)",
+    "max_epochs": "epochs to train (used when --max_iters is 0)",
+    "max_iters": "total optimisation steps (overrides --max_epochs)",
+    "init_from": "start from this checkpoint's weights (new optimiser, step 0)",
+    "resume": "continue exactly from CHECKPOINT_DIR/last.pt",
+    "overwrite": "start a new run even if CHECKPOINT_DIR already has one",
+    "seed": "random seed",
+    "print_every": "update the loss display and log.csv every N steps",
+    "eval_val_every": "validate and checkpoint every N steps (and at the end)",
+    "eval_max_batches": "validate on at most N chunks (0 = the whole val split)",
+    "device": "auto, cpu, cuda or cuda:N",
+    "dtype": "float32, or bfloat16 autocast",
+    "progress": "show a progress bar",
+    "tensorboard": "also log to CHECKPOINT_DIR/tb when tensorboard is installed",
+}
+CHOICES = {
+    "model": MODELS,
+    "optimizer": OPTIMIZERS,
+    "dtype": DTYPES,
+    "backend": BACKENDS,
+    "grad_clip_mode": ("norm", "value"),
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as an option; unspecified options stay absent from
+    the parsed namespace (argparse.SUPPRESS) so a resume can tell what was given."""
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        default = getattr(defaults, f.name)
+        help_text = f"{HELP[f.name]} (default: {default!r})"
+        if isinstance(default, bool):
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                *flags,
+                dest=f.name,
+                type=type(default),
+                default=argparse.SUPPRESS,
+                choices=CHOICES.get(f.name),
+                metavar=None if f.name in CHOICES else f.name.upper(),
+                help=help_text,
+            )
+    parser.add_argument(
+        "--nanogpt_split",
+        "--nanogpt-split",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="nanoGPT-compatible split: 90%% train, 10%% val, no test",
+    )
+
+
+def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:
+    """TrainConfig from explicitly given options over `stored` (a checkpoint's
+    config on resume) over the defaults. Refuses changes to FIXED_ON_RESUME."""
+    given = dict(given)
+    if given.pop("nanogpt_split", False):
+        given["train_frac"], given["val_frac"] = 0.9, 0.1
+    base = {k: v for k, v in (stored or {}).items() if k in FIELD_NAMES}
+    if stored is not None:
+        changed = [k for k in FIXED_ON_RESUME if k in given and k in base and given[k] != base[k]]
+        if changed:
+            detail = ", ".join(f"--{k} {given[k]} (checkpoint: {base[k]})" for k in changed)
+            raise UserError(f"cannot change on --resume: {detail}")
+    merged = {**base, **given}
+    if stored is not None:
+        merged["resume"], merged["init_from"] = True, ""
+    return TrainConfig(**merged).validate()
+
+
+def last_checkpoint_path(checkpoint_dir: str) -> Path:
+    return Path(checkpoint_dir) / "last.pt"

@@ -1,0 +1,136 @@
+"""bench/run.py end to end: the --quick run's JSON/CSV/PNG outputs and their schema,
+--compare, and the correctness gate (a wrong provider is reported, not timed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn_fast import backends
+from charrnn_fast.backends import Backend, reference
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # `bench` is a top-level folder of the repository, not installed
+    sys.path.insert(0, str(REPO))
+
+from bench import compare, report  # noqa: E402
+from bench import run as bench_run  # noqa: E402
+
+HEADER_KEYS = ("device", "torch", "triton", "cuda", "cudnn", "git_sha", "date", "cpu_model",
+               "torch_threads")  # fmt: skip
+POSITIVE = ("median_ms", "p20_ms", "p80_ms", "us_per_layer_step", "tokens_per_s",
+            "speedup_vs_baseline")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out / "q.json"),
+           "--csv", str(out / "q.csv"), "--plot", str(out / "q.png")]  # fmt: skip
+    # Without TRITON_INTERPRET: interpreted Triton kernels would join the CPU providers.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    print(proc.stdout)
+    print(proc.stderr[-4000:])
+    return out, proc
+
+
+def test_quick_run_writes_valid_results(quick) -> None:
+    out, proc = quick
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("speed-up = baseline median")
+    doc = json.loads((out / "q.json").read_text())
+    header, rows = doc["header"], doc["rows"]
+    for k in HEADER_KEYS:
+        assert k in header, k
+    assert header["schema"] == report.SCHEMA
+    assert rows, "no rows"
+    providers_seen = {r["provider"] for r in rows}
+    assert {"torch-cpu", "cpu"} <= providers_seen or header["device_type"] == "cuda"
+    for r in rows:
+        assert set(r) == set(report.ROW_FIELDS), set(r) ^ set(report.ROW_FIELDS)
+        assert r["status"] in report.STATUSES
+        assert r["status"] != "error" and r["status"] != "disagrees", r
+        if r["status"] == "ok":
+            for k in POSITIVE:
+                assert isinstance(r[k], float) and r[k] > 0, (k, r)
+            assert r["p20_ms"] <= r["median_ms"] <= r["p80_ms"], r
+            assert r["max_err"] <= r["tol"], r
+            expected_tps = r["batch"] * r["seq"] / (r["median_ms"] / 1e3)
+            assert r["tokens_per_s"] == pytest.approx(expected_tps)
+        if r["provider"] == r["baseline"] and r["status"] == "ok":
+            assert r["speedup_vs_baseline"] == 1.0
+    baselines = [r for r in rows if r["provider"] == r["baseline"]]
+    assert {r["mode"] for r in baselines} == {"fwd", "fwdbwd", "train"}
+
+    lines = (out / "q.csv").read_text().splitlines()
+    comments = [ln for ln in lines if ln.startswith("#")]
+    assert any(ln.startswith("# git_sha:") for ln in comments)
+    table = list(csv.DictReader(ln for ln in lines if not ln.startswith("#")))
+    assert len(table) == len(rows)
+    assert list(table[0]) == list(report.ROW_FIELDS)
+    assert (out / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_gives_per_row_ratios(quick, capsys) -> None:
+    out, proc = quick
+    assert proc.returncode == 0
+    doc = json.loads((out / "q.json").read_text())
+    for r in doc["rows"]:  # B: every timed row twice as fast
+        if r["median_ms"] is not None:
+            r["median_ms"] /= 2
+    (out / "half.json").write_text(json.dumps(doc))
+    text, matched = compare.compare(out / "q.json", out / "half.json")
+    print(text)
+    assert len(matched) == len(doc["rows"])
+    ok = [m for m in matched if m["ratio"] is not None]
+    assert ok and all(m["ratio"] == pytest.approx(2.0) for m in ok)
+    assert bench_run.main(["--compare", str(out / "q.json"), str(out / "half.json")]) == 0
+    assert "A/B" in capsys.readouterr().out
+
+
+def _register(monkeypatch, name: str, fwd=reference.lstm_fwd, bwd=reference.lstm_bwd,
+              why_not=lambda gx, w: None) -> None:  # fmt: skip
+    monkeypatch.setitem(backends._REGISTRY, name, Backend(name, fwd, bwd, why_not, "test double"))
+
+
+def test_wrong_providers_are_reported_not_timed(monkeypatch, tmp_path) -> None:
+    def fwd_off(gx, w_hh, h0, c0, training):  # y off by 1e-3: far beyond fp32 rounding
+        y, c_all, gates = reference.lstm_fwd(gx, w_hh, h0, c0, training)
+        return y + 1e-3, c_all, gates
+
+    def bwd_off(*args):  # gradient of the pre-activations 1% too large
+        dgx, dw, dh0, dc0 = reference.lstm_bwd(*args)
+        return dgx * 1.01, dw, dh0, dc0
+
+    _register(monkeypatch, "fwd-off", fwd=fwd_off)
+    _register(monkeypatch, "bwd-off", bwd=bwd_off)
+    _register(monkeypatch, "unable", why_not=lambda gx, w: "test double serves nothing")
+    path = tmp_path / "r.json"
+    rc = bench_run.main(["--device", "cpu", "--providers", "torch-cpu,fwd-off,bwd-off,unable",
+                         "--shapes", "1x16:4:6", "--modes", "fwd,fwdbwd", "--quick",
+                         "--json", str(path)])  # fmt: skip
+    assert rc == 1  # a disagreeing row fails the run
+    rows = {(r["provider"], r["mode"]): r for r in json.loads(path.read_text())["rows"]}
+    for key, r in rows.items():
+        print(key, r["status"], r["max_err"], r["tol"], r["note"])
+    assert rows["torch-cpu", "fwd"]["status"] == "ok"
+    assert rows["fwd-off", "fwd"]["status"] == "disagrees"
+    assert rows["fwd-off", "fwd"]["median_ms"] is None
+    assert rows["fwd-off", "fwd"]["max_err"] > rows["fwd-off", "fwd"]["tol"]
+    assert rows["fwd-off", "fwdbwd"]["status"] == "disagrees"
+    # A backward bug does not touch the inference path, and is caught in fwdbwd.
+    assert rows["bwd-off", "fwd"]["status"] == "ok"
+    assert rows["bwd-off", "fwd"]["median_ms"] > 0
+    assert rows["bwd-off", "fwdbwd"]["status"] == "disagrees"
+    assert " on d" in rows["bwd-off", "fwdbwd"]["note"]  # names a gradient
+    assert rows["unable", "fwd"]["status"] == "skipped"
+    assert "serves nothing" in rows["unable", "fwd"]["note"]
+    assert torch.backends.cudnn.allow_tf32  # run() restored the global flags

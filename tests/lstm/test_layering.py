@@ -1,0 +1,52 @@
+"""The layering of docs/DESIGN.md: the library never imports the application,
+and needs none of the application's dependencies."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+APP_ONLY = ("charrnn_fast.charrnn", "tqdm", "matplotlib", "numpy")
+
+
+def _library_files() -> list[Path]:
+    lib = REPO / "charrnn_fast"
+    files = [p for p in lib.rglob("*.py") if "charrnn" not in p.relative_to(lib).parts[:-1]]
+    files += list((REPO / "kernels").glob("*.py"))
+    return [p for p in files if p.parent.name != "charrnn"]
+
+
+def test_library_sources_do_not_import_the_application():
+    offenders = []
+    files = _library_files()
+    assert any(p.name == "functional.py" for p in files)
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for n in names:
+                if any(n == m or n.startswith(m + ".") for m in APP_ONLY):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {n}")
+    assert not offenders, offenders
+
+
+def test_using_the_lstm_loads_no_application_module():
+    # torch itself may import tqdm: count only what charrnn_fast adds.
+    code = (
+        "import sys, torch\n"
+        "before = set(sys.modules)\n"
+        "import charrnn_fast\n"
+        "m = charrnn_fast.LSTM(3, 4, 2)\n"
+        "m(torch.randn(5, 2, 3))[0].sum().backward()\n"
+        "added = set(sys.modules) - before\n"
+        f"bad = [n for n in added if n.split('.')[0] in {('tqdm', 'matplotlib')!r}"
+        " or n.startswith('charrnn_fast.charrnn')]\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
