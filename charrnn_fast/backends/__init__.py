@@ -37,6 +37,9 @@ class Backend:
     # (x[T,B,I], w_ih[4H,I], b[4H] or None) -> gx[T,B,4H]: the input projection
     # of all steps, differentiable by autograd.
     project: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
+    # Whether `fwd` is plain differentiable PyTorch, so that LSTMRecurrence can
+    # serve a double backward (create_graph=True) by differentiating it.
+    double_backward: bool = False
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -134,6 +137,7 @@ def _load() -> None:
             reference.lstm_bwd,
             lambda gx, w_hh: None,
             "plain PyTorch loop: any device, any float dtype (the test oracle)",
+            double_backward=True,
         )
     )
     register(cpu.BACKEND)
