@@ -2,13 +2,15 @@
 
 User errors (bad files, options, checkpoints) print one line
 `charrnn-fast: error: ...` to stderr and exit with status 2, no traceback.
-Ctrl-C during training saves a checkpoint and exits with status 130.
+Ctrl-C, SIGTERM or SIGHUP during training saves a checkpoint and exits with
+status 128 + the signal number (130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from charrnn_fast.charrnn.errors import UserError
@@ -163,15 +165,17 @@ def _train(args: argparse.Namespace) -> int:
         stored = load_checkpoint(path)["config"]
     cfg = config_from_args(given, stored)
     result = train(cfg)
+    # 128 + the signal that stopped the run, the shell convention (130 for Ctrl-C).
+    status = 128 + (result.stop_signal or signal.SIGINT) if result.interrupted else 0
     if result.rank != 0:
-        return EXIT_INTERRUPTED if result.interrupted else 0  # rank 0 reports for everyone
+        return status  # rank 0 reports for everyone
     if result.interrupted:
         print(
             f"interrupted at step {result.step}; checkpoint saved to {result.checkpoint}; "
             f"continue with --resume --checkpoint_dir {cfg.checkpoint_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return status
     val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
     print(f"done: {result.step} steps{val}; checkpoint {result.checkpoint}", file=sys.stderr)
     return 0

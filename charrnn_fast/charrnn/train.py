@@ -36,6 +36,7 @@ from charrnn_fast.charrnn.checkpoint import (
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, max_rows, split_tokens
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
+from charrnn_fast.charrnn.runlock import rank0_folder_lock
 from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
 from charrnn_fast.charrnn.trainlog import TrainLog
 from charrnn_fast.charrnn.vocab import Vocab
@@ -48,6 +49,7 @@ class TrainResult:
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     checkpoint: str | None = None
     interrupted: bool = False
+    stop_signal: int | None = None  # the signal that interrupted the run
     rank: int = 0  # distributed rank of this process (0 writes checkpoints and logs)
 
 
@@ -67,18 +69,28 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     )
 
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 class _StopFlag:
-    """First Ctrl-C asks for a clean stop (finish the step, save); a second one aborts."""
+    """The first Ctrl-C, SIGTERM or SIGHUP (docker stop, timeout, job schedulers,
+    a closed terminal) asks for a clean stop: finish the step, save. A second
+    one aborts."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
+        again = "Ctrl-C" if signum == signal.SIGINT else "send it"
         print(
-            "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)",
+            f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
+            f"({again} again to abort)",
             file=sys.stderr,
             flush=True,
         )
@@ -88,11 +100,12 @@ class _StopFlag:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signal handlers live in the main thread only
             return
-        previous = signal.signal(signal.SIGINT, self._handler)
+        previous = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -168,7 +181,8 @@ def train(
     cfg.validate()
     info, device = ddp.init_distributed(cfg.device)
     try:
-        with _StopFlag().installed() as stop:
+        lock = rank0_folder_lock(cfg.checkpoint_dir, info, device)
+        with lock, _StopFlag().installed() as stop:
             run = _Run(cfg, info, device)
             try:
                 return run.loop(stop, on_step)
@@ -238,7 +252,9 @@ class _Run:
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.log = TrainLog(cfg, enabled=info.is_main, append=cfg.resume)
+        self.log = TrainLog(
+            cfg, enabled=info.is_main, resume_step=self.step if cfg.resume else None
+        )
 
     def _restore(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -387,6 +403,7 @@ class _Run:
         if pending:  # stopped between prints
             flush()
         if result.interrupted:
+            result.stop_signal = stop.signum
             result.checkpoint = self.save(None)
         result.step = self.step
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +23,14 @@ class TrainLog:
     Args:
         cfg: the run's options (checkpoint_dir, tensorboard).
         enabled: False on ranks other than 0 (they write nothing).
-        append: continue an existing log (resume) instead of starting a new one.
+        resume_step: continue an existing log (resume from a checkpoint at this
+            step) instead of starting a new one; rows past the step, written
+            after that checkpoint by a run that was then killed, are dropped.
     """
 
-    def __init__(self, cfg: TrainConfig, enabled: bool = True, append: bool = False) -> None:
+    def __init__(
+        self, cfg: TrainConfig, enabled: bool = True, resume_step: int | None = None
+    ) -> None:
         self.enabled = enabled
         self.t0 = time.perf_counter()
         self.file = self.writer = self.tb = None
@@ -34,16 +39,15 @@ class TrainLog:
         out = Path(cfg.checkpoint_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "log.csv"
+        append = resume_step is not None
+        if append:
+            drop_rows_after(path, resume_step)
         fresh = not (append and path.is_file() and path.stat().st_size > 0)
         self.file = open(path, "w" if fresh else "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.writer(self.file)
         if fresh:
             self.writer.writerow(COLUMNS)
-        # TensorBoard is optional: use it only when the package is there.
-        if cfg.tensorboard and importlib.util.find_spec("tensorboard") is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"))
+        self.tb = _tensorboard(out / "tb", cfg.tensorboard, resume_step)
 
     def write(
         self,
@@ -95,6 +99,58 @@ class TrainLog:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def _tensorboard(folder: Path, wanted: bool, resume_step: int | None):
+    """A SummaryWriter when asked for and installed (said once per process when
+    not installed). On resume, events past the checkpoint's step are purged."""
+    global _tb_missing_said
+    if not wanted:
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        if not _tb_missing_said:
+            _tb_missing_said = True
+            print(
+                "tensorboard is not installed: logging to log.csv only "
+                "(pip install tensorboard, or pass --no-tensorboard)",
+                file=sys.stderr,
+            )
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge = None if resume_step is None else resume_step + 1
+    return SummaryWriter(str(folder), purge_step=purge)
+
+
+_tb_missing_said = False
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Rewrite log.csv without its rows past `step` or malformed (a line cut by a
+    kill): a run killed after logging, before its next checkpoint, must not
+    leave rows that the resumed run will write again."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if not lines:
+        return
+    width = lines[0].count(",")
+
+    def keep(line: str) -> bool:
+        first = line.split(",", 1)[0]
+        return (
+            line.endswith("\n")
+            and line.count(",") == width
+            and first.isdigit()
+            and int(first) <= step
+        )
+
+    kept = lines[:1] + [line for line in lines[1:] if keep(line)]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _fmt(x: float | None, digits: int = 6) -> str:
