@@ -153,7 +153,12 @@ def _prepare(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from charrnn_fast.charrnn.checkpoint import load_checkpoint
     from charrnn_fast.charrnn.train import train
-    from charrnn_fast.charrnn.trainconfig import TrainConfig, config_from_args, last_checkpoint_path
+    from charrnn_fast.charrnn.trainconfig import (
+        TrainConfig,
+        config_from_args,
+        last_checkpoint_path,
+        with_init_from_model,
+    )
 
     given = {k: v for k, v in vars(args).items() if k != "command"}
     stored = None
@@ -163,6 +168,8 @@ def _train(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"nothing to resume: no checkpoint at {path}")
         stored = load_checkpoint(path)["config"]
+    elif given.get("init_from"):
+        given = with_init_from_model(given, load_checkpoint(given["init_from"])["model_config"])
     cfg = config_from_args(given, stored)
     result = train(cfg)
     # 128 + the signal that stopped the run, the shell convention (130 for Ctrl-C).
@@ -182,8 +189,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.devices import check_backend, resolve_device
     from charrnn_fast.charrnn.sample import write_samples
 
+    check_backend(None if args.backend == "auto" else args.backend, resolve_device(args.device))
     write_samples(
         args.checkpoint,
         args.length,

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,12 +216,20 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+BOM = codecs.BOM_UTF8
+
+
 class _DocDecoder:
-    """Bytes -> symbol arrays for one document; raises CorpusError on bad input."""
+    """Bytes -> symbol arrays for one document; raises CorpusError on bad input.
+
+    A UTF-8 byte-order mark opening a document is dropped, at either level: it
+    marks the encoding (editors on Windows write it), it is not text, and kept it
+    would become a vocabulary symbol that sampling emits mid-text."""
 
     def __init__(self, name: str, level: Level) -> None:
         self.name, self.level, self.offset = name, level, 0
-        self.utf8 = codecs.getincrementaldecoder("utf-8")() if level == "char" else None
+        self.utf8 = codecs.getincrementaldecoder("utf-8-sig")() if level == "char" else None
+        self.head: bytes | None = b"" if level == "byte" else None  # until a BOM is ruled out
 
     def __call__(self, chunk: bytes, final: bool = False) -> np.ndarray:
         nul = chunk.find(b"\0")
@@ -230,6 +239,13 @@ class _DocDecoder:
             )
         if self.utf8 is None:
             self.offset += len(chunk)
+            if self.head is not None:
+                chunk = self.head + chunk
+                if len(chunk) < len(BOM) and BOM.startswith(chunk) and not final:
+                    self.head = chunk
+                    return np.zeros(0, dtype=np.uint8)
+                self.head = None
+                chunk = chunk.removeprefix(BOM)
             return np.frombuffer(chunk, dtype=np.uint8)
         try:
             text = self.utf8.decode(chunk, final)
@@ -240,6 +256,13 @@ class _DocDecoder:
             ) from e
         self.offset += len(chunk)
         return text_to_symbols(text, "char")
+
+
+def _with_end(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """(chunk, False) for each chunk, then (b"", True): the decoder's last call."""
+    for chunk in chunks:
+        yield chunk, False
+    yield b"", True
 
 
 def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, int, int, list[str]]:
@@ -256,11 +279,10 @@ def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, i
         for name, stream in source.open_documents(bar):
             dec, seen, count = _DocDecoder(name, level), [], 0
             try:
-                for chunk in _chunks(stream):
-                    syms = dec(chunk)
+                for chunk, final in _with_end(_chunks(stream)):
+                    syms = dec(chunk, final)
                     seen.append(np.flatnonzero(np.bincount(syms)))
                     count += len(syms)
-                dec(b"", final=True)
             except CorpusError:
                 if not source.skip_binary:
                     raise
@@ -274,9 +296,12 @@ def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, i
     return (Vocab(symbols, level) if symbols else None), n_tokens, n_docs, skipped
 
 
-def _encode(source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, progress: bool) -> int:
-    """Pass 2: append the ids of every kept document to `out`; returns the count."""
-    written = 0
+def _encode(
+    source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, progress: bool
+) -> tuple[int, int]:
+    """Pass 2: append the ids of every kept document to `out`; returns the count
+    and the CRC-32 of the bytes written (kept in meta.json to verify the data)."""
+    written, crc = 0, 0
     with tqdm(
         total=source.total_bytes,
         unit="B",
@@ -288,11 +313,12 @@ def _encode(source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, prog
             if name in skipped:
                 continue
             dec = _DocDecoder(name, vocab.level)
-            for chunk in _chunks(stream):
-                ids = vocab.encode_symbols(dec(chunk)).astype(vocab.dtype)
-                out.write(ids.tobytes())
-                written += len(ids)
-    return written
+            for chunk, final in _with_end(_chunks(stream)):
+                data = vocab.encode_symbols(dec(chunk, final)).astype(vocab.dtype).tobytes()
+                out.write(data)
+                crc = zlib.crc32(data, crc)
+                written += len(data) // vocab.dtype.itemsize
+    return written, crc
 
 
 def prepare_source(
@@ -309,7 +335,7 @@ def prepare_source(
     tmp = out_dir / "tokens.bin.tmp"
     try:
         with open(tmp, "wb") as out:
-            written = _encode(source, vocab, set(skipped), out, progress)
+            written, crc = _encode(source, vocab, set(skipped), out, progress)
             out.flush()
             os.fsync(out.fileno())
         if written != n_tokens:
@@ -332,6 +358,7 @@ def prepare_source(
         "vocab_size": len(vocab),
         "dtype": vocab.dtype.name,
         "num_tokens": n_tokens,
+        "crc32": crc,  # of tokens.bin: opening the data checks it
         "documents": n_docs,
         "skipped": skipped[:100],
         "num_skipped": len(skipped),

@@ -34,6 +34,7 @@ from charrnn_fast.charrnn.checkpoint import (
     save_checkpoint,
 )
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, max_rows, split_tokens
+from charrnn_fast.charrnn.devices import check_backend
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
 from charrnn_fast.charrnn.runlock import rank0_folder_lock
@@ -234,6 +235,9 @@ class _Run:
         if ckpt is not None:  # --init_from/--resume: the checkpoint's architecture wins
             arch = {k: ckpt["model_config"][k] for k in arch}
         backend = None if cfg.backend == "auto" else cfg.backend
+        if arch["model"] == "lstm":  # the other cells are torch's, with no backend
+            dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+            check_backend(backend, device, dtype, arch["rnn_size"], cfg.seq_length, len(self.rows))
         self.model = CharRNN(len(self.vocab), dropout=cfg.dropout, backend=backend, **arch)
         self.model.to(device)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
