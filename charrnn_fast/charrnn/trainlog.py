@@ -131,7 +131,8 @@ def drop_rows_after(path: Path, step: int) -> None:
     leave rows that the resumed run will write again."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    with open(path, encoding="utf-8", newline="") as f:  # keep csv's \r\n as written
+        lines = f.read().splitlines(keepends=True)
     if not lines:
         return
     width = lines[0].count(",")
@@ -149,7 +150,8 @@ def drop_rows_after(path: Path, step: int) -> None:
     if len(kept) == len(lines):
         return
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write("".join(kept))
     os.replace(tmp, path)
 
 
