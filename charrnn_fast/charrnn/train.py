@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from charrnn_fast.charrnn import distributed as ddp
 from charrnn_fast.charrnn.checkpoint import (
@@ -37,6 +36,7 @@ from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, max_rows, sp
 from charrnn_fast.charrnn.devices import check_backend
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
+from charrnn_fast.charrnn.progress import progress_bar
 from charrnn_fast.charrnn.runlock import rank0_folder_lock
 from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
 from charrnn_fast.charrnn.trainlog import TrainLog
@@ -342,13 +342,12 @@ class _Run:
                 f"chunks/epoch, {self.max_iters} steps, {self.device} x{info.world_size}",
                 file=sys.stderr,
             )
-        bar = tqdm(
-            total=self.max_iters,
-            initial=self.step,
-            desc="train",
+        bar = progress_bar(
+            self.max_iters,
+            "train",
             unit="step",
-            dynamic_ncols=True,
-            disable=(not cfg.progress or not info.is_main) or None,
+            initial=self.step,
+            enabled=cfg.progress and info.is_main,
         )
         if self.step >= self.max_iters and info.is_main:
             print(
