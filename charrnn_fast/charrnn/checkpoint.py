@@ -41,10 +41,11 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     except BaseException as e:
         # Including KeyboardInterrupt: never leave a half-written temp file behind.
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was saved"
+        full = _disk_full(e)
+        if full is not None:
+            kept = f"the previous {path.name} is intact" if path.exists() else "it was not written"
             raise CheckpointError(
-                f"cannot save {path}: {e.strerror} ({errno.errorcode[e.errno]}); {kept}. "
+                f"cannot save {path}: {full.strerror} ({errno.errorcode[full.errno]}); {kept}. "
                 "Free some space and continue with --resume"
             ) from e
         raise
@@ -60,6 +61,16 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError in `e`'s chain: torch.save reports a failed write
+    as a RuntimeError of its zip writer, raised while handling the OSError."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

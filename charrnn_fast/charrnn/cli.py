@@ -9,6 +9,7 @@ status 128 + the signal number (130 for Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ import sys
 from charrnn_fast.charrnn.errors import UserError
 
 EXIT_USAGE = 2
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 
 EXAMPLES = """\
@@ -245,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         }[args.command](args)
     except UserError as e:
         print(f"charrnn-fast: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # The machine, not the program: a full disk, a read-only or foreign file.
+        where = f": {e.filename}" if e.filename else ""
+        code = errno.errorcode[e.errno]
+        print(f"charrnn-fast: error: {e.strerror} ({code}){where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("charrnn-fast: interrupted", file=sys.stderr)
