@@ -17,6 +17,8 @@ import sys
 from charrnn_fast.charrnn.errors import UserError
 
 EXIT_USAGE = 2
+# Optional packages of the application and the extra (pyproject.toml) that has each.
+EXTRAS = {"numpy": "charrnn", "tqdm": "charrnn", "matplotlib": "plot"}
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 
@@ -247,6 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         }[args.command](args)
     except UserError as e:
         print(f"charrnn-fast: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get(e.name or "")
+        if extra is None:
+            raise
+        print(
+            f"charrnn-fast: error: {e.name} is not installed: pip install 'charrnn_fast[{extra}]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRNOS:

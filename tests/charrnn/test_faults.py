@@ -228,3 +228,25 @@ def test_init_from_refuses_other_model_options(corpus, tmp_path, capsys):  # noq
     assert code == 0, err
     stored = load_checkpoint(tmp_path / "b" / "last.pt")
     assert stored["config"]["rnn_size"] == stored["model_config"]["rnn_size"] == 16
+
+
+def test_missing_tensorboard_is_said_once(tmp_path, capsys, monkeypatch):
+    from charrnn_fast.charrnn import trainlog
+    from charrnn_fast.charrnn.trainconfig import TrainConfig
+
+    monkeypatch.setattr(trainlog, "_tb_missing_said", False)
+    monkeypatch.setattr(trainlog.importlib.util, "find_spec", lambda name: None)
+    for _ in range(2):
+        trainlog.TrainLog(TrainConfig(checkpoint_dir=str(tmp_path), tensorboard=True)).close()
+    assert capsys.readouterr().err.count("tensorboard is not installed") == 1
+
+
+def test_a_missing_optional_package_names_its_extra(capsys, monkeypatch):
+    from charrnn_fast.charrnn import cli
+
+    def no_matplotlib(args):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    monkeypatch.setattr(cli, "_visualize", no_matplotlib)
+    code, _, err = run(["visualize", "x.pt", "--text", "abc"], capsys)
+    assert_user_error(code, err, "matplotlib is not installed", "charrnn_fast[plot]")
