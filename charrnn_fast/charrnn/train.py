@@ -4,7 +4,8 @@
 a disjoint share of the rows). A run can always be continued exactly: the
 checkpoint holds model, optimiser, RNG states, the carried hidden state and the
 data position, and everything else (learning rate, batch order) is a function of
-the step. Ctrl-C finishes the current step, saves, and stops.
+the step. Ctrl-C, SIGTERM or SIGHUP finishes the current step, saves, and stops
+(stopping.py); the checkpoint folder is locked for the run (runlock.py).
 
 Run it as `charrnn-fast train [options]`, or under torchrun as
 `torchrun --nproc_per_node=N -m charrnn_fast.charrnn train [options]`.
@@ -13,12 +14,10 @@ Run it as `charrnn-fast train [options]`, or under torchrun as
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError,
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
 from charrnn_fast.charrnn.progress import progress_bar
 from charrnn_fast.charrnn.runlock import rank0_folder_lock
+from charrnn_fast.charrnn.stopping import StopFlag
 from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
 from charrnn_fast.charrnn.trainlog import TrainLog
 from charrnn_fast.charrnn.vocab import Vocab
@@ -70,45 +70,6 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     )
 
 
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-class _StopFlag:
-    """The first Ctrl-C, SIGTERM or SIGHUP (docker stop, timeout, job schedulers,
-    a closed terminal) asks for a clean stop: finish the step, save. A second
-    one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signum: int | None = None
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
-        again = "Ctrl-C" if signum == signal.SIGINT else "send it"
-        print(
-            f"\n{signal.Signals(signum).name}: saving a checkpoint after this step "
-            f"({again} again to abort)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    @contextmanager
-    def installed(self) -> Iterator[_StopFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signal handlers live in the main thread only
-            return
-        previous = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
 def _autocast(cfg: TrainConfig, device: torch.device):
     if cfg.dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -122,7 +83,7 @@ def evaluate(
     cfg: TrainConfig,
     device: torch.device,
     info: ddp.DistInfo,
-    stop: _StopFlag | None = None,
+    stop: StopFlag | None = None,
 ) -> float | None:
     """Mean loss per token over the split (all ranks' rows); None if stopped early."""
     was_training = model.training
@@ -183,7 +144,7 @@ def train(
     info, device = ddp.init_distributed(cfg.device)
     try:
         lock = rank0_folder_lock(cfg.checkpoint_dir, info, device)
-        with lock, _StopFlag().installed() as stop:
+        with lock, StopFlag().installed() as stop:
             run = _Run(cfg, info, device)
             try:
                 return run.loop(stop, on_step)
@@ -323,7 +284,7 @@ class _Run:
         self.step += 1
         return loss.detach()
 
-    def loop(self, stop: _StopFlag, on_step: Callable | None) -> TrainResult:
+    def loop(self, stop: StopFlag, on_step: Callable | None) -> TrainResult:
         cfg, info = self.cfg, self.info
         result = TrainResult(step=self.step, rank=info.rank)
         pending: list[torch.Tensor] = []
