@@ -217,9 +217,7 @@ class _Run:
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.log = TrainLog(
-            cfg, enabled=info.is_main, resume_step=self.step if cfg.resume else None
-        )
+        self.log = TrainLog(cfg, enabled=info.is_main, append=cfg.resume, keep_until=self.step)
 
     def _restore(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])

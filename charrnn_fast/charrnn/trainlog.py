@@ -23,13 +23,17 @@ class TrainLog:
     Args:
         cfg: the run's options (checkpoint_dir, tensorboard).
         enabled: False on ranks other than 0 (they write nothing).
-        resume_step: continue an existing log (resume from a checkpoint at this
-            step) instead of starting a new one; rows past the step, written
-            after that checkpoint by a run that was then killed, are dropped.
+        append: continue an existing log (resume) instead of starting a new one.
+        keep_until: with `append`, the step of the checkpoint resumed from: rows
+            past it, logged by a run killed before its next checkpoint, are dropped.
     """
 
     def __init__(
-        self, cfg: TrainConfig, enabled: bool = True, resume_step: int | None = None
+        self,
+        cfg: TrainConfig,
+        enabled: bool = True,
+        append: bool = False,
+        keep_until: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.t0 = time.perf_counter()
@@ -39,15 +43,14 @@ class TrainLog:
         out = Path(cfg.checkpoint_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "log.csv"
-        append = resume_step is not None
-        if append:
-            drop_rows_after(path, resume_step)
+        if append and keep_until is not None:
+            drop_rows_after(path, keep_until)
         fresh = not (append and path.is_file() and path.stat().st_size > 0)
         self.file = open(path, "w" if fresh else "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.writer(self.file)
         if fresh:
             self.writer.writerow(COLUMNS)
-        self.tb = _tensorboard(out / "tb", cfg.tensorboard, resume_step)
+        self.tb = _tensorboard(out / "tb", cfg.tensorboard, keep_until if append else None)
 
     def write(
         self,
