@@ -138,16 +138,10 @@ def drop_rows_after(path: Path, step: int) -> None:
         lines = f.read().splitlines(keepends=True)
     if not lines:
         return
-    width = lines[0].count(",")
 
-    def keep(line: str) -> bool:
+    def keep(line: str) -> bool:  # a line cut by a kill has no newline
         first = line.split(",", 1)[0]
-        return (
-            line.endswith("\n")
-            and line.count(",") == width
-            and first.isdigit()
-            and int(first) <= step
-        )
+        return line.endswith("\n") and first.isdigit() and int(first) <= step
 
     kept = lines[:1] + [line for line in lines[1:] if keep(line)]
     if len(kept) == len(lines):
