@@ -82,8 +82,9 @@ VERIFY_CHUNK = 1 << 24  # tokens per step of the check: bounded memory on any co
 
 
 def verify_tokens(tokens: np.ndarray, vocab_size: int, crc32: int | None, where: Path) -> None:
-    """CorpusError unless every id is < vocab_size and the bytes match `crc32`
-    (prepare's checksum of tokens.bin; None for data prepared before it was kept).
+    """CorpusError unless every id of `tokens` (1-D array of token ids, tokens.bin
+    memory-mapped) is < vocab_size and its bytes match `crc32` (prepare's
+    checksum of tokens.bin; None for data prepared before it was kept).
 
     One sequential read of the file (1.7-2.8 GB/s from the page cache), so a damaged corpus
     is refused when it is opened, not after hours of training at the bad id."""
