@@ -178,15 +178,15 @@ def parse_path_env(text: str) -> dict[str, tuple[str | None, str | None]]:
     return out
 
 
-_warned: set[tuple[str, str]] = set()
+_warned: set[str] = set()
 _warn_lock = threading.Lock()
 
 
-def _warn_once(var: str, value: str, message: str) -> None:
+def _warn_once(message: str) -> None:
     with _warn_lock:
-        if (var, value) in _warned:
+        if message in _warned:
             return
-        _warned.add((var, value))
+        _warned.add(message)
     warnings.warn(message, FutureWarning, stacklevel=4)
 
 
@@ -200,11 +200,7 @@ def forced_path(backend: str) -> Forced:
     legacy = os.environ.get(legacy_var, "").strip()
     if backend in entries:
         if legacy:
-            _warn_once(
-                legacy_var,
-                legacy,
-                f"{legacy_var}={legacy} is ignored: {PATH_ENV}={text} sets the {backend} path",
-            )
+            _warn_once(f"{legacy_var}={legacy} is ignored: {PATH_ENV}={text} sets the {backend} path")
         fwd, bwd = entries[backend]
         return Forced(fwd, bwd, f"{PATH_ENV}={text}")
     if not legacy:
@@ -213,9 +209,7 @@ def forced_path(backend: str) -> Forced:
     sep = "," if backend == "cuda" else None
     fwd, bwd = _path_pair(backend, legacy, legacy_var, sep)
     new = f"{backend}:{legacy.replace(',', '/')}"
-    _warn_once(
-        legacy_var, legacy, f"{legacy_var} is deprecated: use {PATH_ENV}={new} (same meaning)"
-    )
+    _warn_once(f"{legacy_var} is deprecated: use {PATH_ENV}={new} (same meaning)")
     return Forced(fwd, bwd, f"{legacy_var}={legacy}")
 
 

@@ -48,6 +48,7 @@ def _rung(p: planner.TritonPlan) -> int:
 
 
 def _why_not(gx: Tensor, w_hh: Tensor) -> str | None:
+    forced = plans.forced_path("triton")  # a malformed setting raises here, naming it
     reason = rt.import_error() or rt.stale_kernels()
     if reason is not None:
         return reason
@@ -63,7 +64,6 @@ def _why_not(gx: Tensor, w_hh: Tensor) -> str | None:
     T, B, G = gx.shape[0], gx.shape[1], w_hh.shape[0]
     if B * G >= 2**31 or w_hh.numel() >= 2**31:
         return f"B*4H = {B * G} and 4H*H = {w_hh.numel()} must stay below 2**31 (int32 offsets)"
-    forced = plans.forced_path("triton")  # a malformed setting raises here, naming it
     for direction in plans.DIRECTIONS:
         path = forced.get(direction)
         if path is None:
