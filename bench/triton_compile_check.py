@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels for a GPU")
     import torch
 
+    # Budgets of an H100 (the compile target has no device to ask).
+    from charrnn_fast.backends.plans import H100
     from charrnn_fast.kernels import lstm_persistent as P
     from charrnn_fast.kernels import lstm_small as S
 
-    # Budgets of an H100 (the compile target has no device to ask).
-    from charrnn_fast.backends.plans import H100
     for dts in args.dtype:
         dt, tdt = _DT[dts], getattr(torch, _TORCH_DT[dts])
         prec = args.fp32_prec if dt == "fp32" else "tf32"

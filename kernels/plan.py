@@ -134,9 +134,8 @@ def persistent(
                 if best_key is None or key > best_key:
                     bk = hp if resident else min(hp, 64)
                     big = (resident and bb * hp * es > 16 * 1024) or bb * bj >= 1024
-                    why = (
-                        f"{P} co-resident programs (<= {lim.sms} SMs), each "
-                        + ("holding its W_hh slice" if resident else "streaming W_hh from L2")
+                    why = f"{P} co-resident programs (<= {lim.sms} SMs), each " + (
+                        "holding its W_hh slice" if resident else "streaming W_hh from L2"
                     )
                     best = TritonPlan(
                         "persistent", bb, bj, bk, resident, grid, 8 if big else 4, why

@@ -142,9 +142,7 @@ class Forced:
         return self.fwd if direction == "fwd" else self.bwd
 
 
-def _path_pair(
-    backend: str, spec: str, var: str, sep: str | None
-) -> tuple[str | None, str | None]:
+def _path_pair(backend: str, spec: str, var: str, sep: str | None) -> tuple[str | None, str | None]:
     """`path` or `fwd<sep>bwd` -> (fwd, bwd), None for auto. sep None: one path only."""
     parts = spec.split(sep) if sep else [spec]
     allowed = ("auto", *PATHS[backend])
@@ -200,7 +198,9 @@ def forced_path(backend: str) -> Forced:
     legacy = os.environ.get(legacy_var, "").strip()
     if backend in entries:
         if legacy:
-            _warn_once(f"{legacy_var}={legacy} is ignored: {PATH_ENV}={text} sets the {backend} path")
+            _warn_once(
+                f"{legacy_var}={legacy} is ignored: {PATH_ENV}={text} sets the {backend} path"
+            )
         fwd, bwd = entries[backend]
         return Forced(fwd, bwd, f"{PATH_ENV}={text}")
     if not legacy:

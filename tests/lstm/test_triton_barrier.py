@@ -88,9 +88,7 @@ def explore(p: Protocol, max_states: int = 400_000) -> Outcome:
     counter and, per slot, the step whose value each program's slice holds."""
     s0, end = p.first_step, p.first_step + p.steps
     # Each slot holds the latest step before s0 that used it (h0 counts as step -1).
-    init_slots = tuple(
-        tuple([s0 - 1 - ((s0 - 1 - q) % p.slots)] * p.n) for q in range(p.slots)
-    )
+    init_slots = tuple(tuple([s0 - 1 - ((s0 - 1 - q) % p.slots)] * p.n) for q in range(p.slots))
     start = (tuple((s0, 0, 0) for _ in range(p.n)), p.n * s0 & 0xFFFFFFFF, init_slots)
     seen_states, stack = {start}, [start]
     out = Outcome(0, [], 0, set())
@@ -131,7 +129,7 @@ def explore(p: Protocol, max_states: int = 400_000) -> Outcome:
             if nxt[1] == len(_ops(p, s)):
                 nxt = (s + 1, 0, nxt[2])
             moved = True
-            state = (progs[:j] + (nxt,) + progs[j + 1 :], c, sl)
+            state = ((*progs[:j], nxt, *progs[j + 1 :]), c, sl)
             if state not in seen_states:
                 seen_states.add(state)
                 stack.append(state)
