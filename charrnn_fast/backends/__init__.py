@@ -114,12 +114,16 @@ def report(
     limits: object | None = None,
 ) -> str:
     """Print and return one line per backend: usable or not on CPU / CUDA
-    (float32), and why. With shape=(B, H): also the plan each backend with a
-    planner would follow for a call of batch B, hidden size H in `dtype`, per
-    direction (path, geometry, why; docs/DESIGN.md, "Planners"), on `device`
-    (default: the current GPU, else the Triton interpreter) or, given
-    `limits` (a plans.DeviceLimits such as plans.H100), on that device as
-    planned without it."""
+    (float32), and why. With shape=(B, H) instead: the plan each backend would
+    follow for a call of batch B, hidden size H in `dtype`, per direction
+    (path, geometry, why; docs/DESIGN.md, "Planners"), on `device` (default:
+    the current GPU, else the Triton interpreter) or, given `limits` (a
+    plans.DeviceLimits such as plans.H100), on such a device as planned
+    without it."""
+    if shape is not None:
+        text = "\n".join(_plan_lines(shape, dtype, device, limits))
+        print(text)
+        return text
     probes = [("cpu", torch.device("cpu"))]
     if torch.cuda.is_available():
         probes.append(("cuda", torch.device("cuda")))
@@ -137,8 +141,6 @@ def report(
         if not torch.cuda.is_available():
             verdicts.append("cuda: no (torch.cuda.is_available() is False)")
         lines.append(f"{b.name:10s} {b.description}\n{'':10s} " + "; ".join(verdicts))
-    if shape is not None:
-        lines += _plan_lines(shape, dtype, device, limits)
     text = "\n".join(lines)
     print(text)
     return text

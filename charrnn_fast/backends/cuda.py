@@ -46,6 +46,8 @@ def plan_report(
     reason = _ops.load_error() or (
         None if _ops.with_cuda else "charrnn_fast._C was built without CUDA"
     )
+    if reason is None and device.type != "cuda" and limits is plans.INTERPRETER:
+        reason = "no CUDA device to plan for (report(limits=plans.H100) plans for a nominal H100)"
     if reason is not None:
         raise RuntimeError(reason)
     plans.forced_path("cuda")  # validates the setting, warns for the former variable
