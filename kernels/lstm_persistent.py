@@ -1,4 +1,5 @@
-"""Large-H LSTM recurrence: the hidden units split across a persistent grid.
+"""Large-H LSTM recurrence: the hidden units split across a persistent grid (the
+persistent path of the triton backend; docs/DESIGN.md, "Backends", "Planners").
 
 Algorithm: the same step as lstm_small.py (see its header), with the work of one
 step split by hidden unit. Program (pj, pb) owns hidden units

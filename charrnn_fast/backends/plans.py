@@ -39,10 +39,11 @@ CHARRNN_FAST_PATH wins over the former variable of its backend.
 Fallback policy (both backends): a planned path that the device refuses at run
 time for lack of resources (Triton: the compiler's OutOfResources; CUDA: a
 cooperative launch the device cannot co-schedule) is replaced by the next path
-down that backend's ladder, with one warning, and the replacement is remembered
-per (backend, direction, device, dtype, B, H) so later calls go straight to it.
-A forced path never degrades: it raises. The CUDA side keeps its own copy of
-this cache in C++ (csrc/cuda/lstm_cuda.cpp), so a launch needs no Python.
+down that backend's ladder, with a warning; a forced path never degrades, it
+raises. Triton remembers the replacement per (backend, direction, device,
+dtype, B, H) in FALLBACKS below, so later calls go straight to it. The CUDA
+side needs no Python on a launch: it caches its plans in C++
+(csrc/cuda/lstm_cuda.cpp, persistent_plan) and falls back per call (launched()).
 """
 
 from __future__ import annotations

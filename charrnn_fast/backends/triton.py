@@ -199,6 +199,8 @@ def plan_report(
 ) -> list[plans.Plan]:
     """The forward and backward plans a call of batch B, hidden size H would get
     (the forced path and remembered fallbacks included), for backends.report()."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype} unsupported (expected one of {_DTYPES})")
     out = []
     forced = plans.forced_path("triton")
     for direction in plans.DIRECTIONS:
