@@ -10,7 +10,7 @@
 #                                            # sweeps of both GPU backends, micro-benchmarks
 #
 # Steps (cap in seconds; the caps of a mode add up to at most 540):
-#   first: env 15, build 150, plans 15, smoke 60, cuda_tests 110, bench_headline 70,
+#   first: env 15, build 145, plans 20, smoke 60, cuda_tests 110, bench_headline 70,
 #          memcheck 40, racecheck 40, triton_tests 40 + what the others left
 #   full:  build 150, bench_full 210, path_sweep 120, micro 60
 # Files in OUT_DIR: summary.txt (a line when a step starts, one when it ends:
@@ -83,7 +83,8 @@ env_report() {
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda); \
 print(torch.cuda.get_device_properties(0) if torch.cuda.is_available() else 'no cuda device')"
   $PY -c "import triton; print('triton', triton.__version__)" || true
-  $PY -c "import pytest_timeout; print('pytest-timeout', pytest_timeout.__name__)" || true
+  $PY -c "from importlib.metadata import version; print('pytest-timeout', version('pytest-timeout'))" ||
+    echo "pytest-timeout: not installed (no per-test timeouts)"
   nvcc --version || "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version || true
   "$SANITIZER" --version || true
   git rev-parse HEAD 2>/dev/null || echo "(no git metadata)"
@@ -144,8 +145,8 @@ BUILD=(env MAX_JOBS=16 CHARRNN_FAST_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_AR
 case $MODE in
   first)
     step env 15 0 bash -c env_report
-    step build 150 0 "${BUILD[@]}"
-    step plans 15 0 bash -c plans_report
+    step build 145 0 "${BUILD[@]}"
+    step plans 20 0 bash -c plans_report
     step smoke 60 1 "$PY" bench/sanitize_case.py
     step cuda_tests 110 1 "$PY" -m pytest -v -rfEs -p no:cacheprovider $(per_test 60) \
       tests/lstm/test_cuda.py
