@@ -1,7 +1,7 @@
 """The CUDA backend (csrc/cuda/): both paths, forward and backward, against float64.
 
 Every path (persistent, stepwise; forced with CHARRNN_FAST_PATH=cuda:...) is held to
-the calibrated tolerance of DESIGN.md: error <= 2 x (baseline error) + floor,
+the calibrated tolerance of docs/DESIGN.md (link 3): error <= 2 x (baseline error) + floor,
 where the baseline is the worse of cuDNN (nn.LSTM, TF32 off) and the reference
 backend in the same dtype, and the truth is float64 computed from the same rounded inputs
 and weights (so only the arithmetic differs). Op-level tests compare every
