@@ -166,28 +166,51 @@ Geom geom(int B, int H, int U, int BS, int MC, int KC, int KS) {
 
 }  // namespace
 
-int main() {
-  int fails = 0;
-  auto check = [&](bool ok) { fails += !ok; };
-  // Planner-chosen geometries.
-  check(run_case<__nv_bfloat16>(DType::kBFloat16, 3, 5, 64, nullptr, nullptr, "bf16 T3 B5 H64"));
-  check(run_case<float>(DType::kFloat32, 3, 20, 32, nullptr, nullptr, "fp32 T3 B20 H32"));
-  check(run_case<__half>(DType::kFloat16, 1, 3, 16, nullptr, nullptr, "fp16 T1 B3 H16"));
-  check(run_case<__nv_bfloat16>(DType::kBFloat16, 2, 1, 128, nullptr, nullptr, "bf16 T2 B1 H128"));
-  check(run_case<float>(DType::kFloat32, 1, 16, 64, nullptr, nullptr, "fp32 T1 B16 H64"));
+// Usage: emulate_test [WORD...]: only the cases whose label contains one of
+// the words (all cases without any).
+int main(int argc, char** argv) {
+  int fails = 0, ran = 0;
+  auto run = [&](const char* label, auto&& body) {
+    bool any = argc < 2;
+    for (int i = 1; i < argc; ++i) any |= std::strstr(label, argv[i]) != nullptr;
+    if (!any) return;
+    ++ran;
+    fails += !body(label);
+  };
+  constexpr auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16, fp32 = DType::kFloat32;
+  // Planner-chosen geometries ("slices": more than one batch slice).
+  run("bf16 T3 B5 H64", [&](auto l) {
+    return run_case<__nv_bfloat16>(bf16, 3, 5, 64, nullptr, nullptr, l);
+  });
+  run("fp32 T3 B20 H32 slices", [&](auto l) {
+    return run_case<float>(fp32, 3, 20, 32, nullptr, nullptr, l);
+  });
+  run("fp16 T1 B3 H16", [&](auto l) {
+    return run_case<__half>(fp16, 1, 3, 16, nullptr, nullptr, l);
+  });
+  run("bf16 T2 B1 H128", [&](auto l) {
+    return run_case<__nv_bfloat16>(bf16, 2, 1, 128, nullptr, nullptr, l);
+  });
+  run("fp32 T1 B16 H64", [&](auto l) {
+    return run_case<float>(fp32, 1, 16, 64, nullptr, nullptr, l);
+  });
   // Hand-picked: several M-chunks, K-chunks, K-split, batch slices.
-  {
+  run("fp16 T2 B37 H48 chunked slices", [&](auto l) {
     const Geom f = geom(37, 48, 4, 32, 16, 16, 2), b = geom(37, 48, 16, 32, 16, 32, 2);
-    check(run_case<__half>(DType::kFloat16, 2, 37, 48, &f, &b, "fp16 T2 B37 H48 chunked"));
-  }
-  {
+    return run_case<__half>(fp16, 2, 37, 48, &f, &b, l);
+  });
+  run("fp32 T3 B33 H32 chunked", [&](auto l) {
     const Geom f = geom(33, 32, 8, 48, 16, 16, 1), b = geom(33, 32, 16, 48, 32, 64, 1);
-    check(run_case<float>(DType::kFloat32, 3, 33, 32, &f, &b, "fp32 T3 B33 H32 chunked"));
-  }
-  {
+    return run_case<float>(fp32, 3, 33, 32, &f, &b, l);
+  });
+  run("bf16 T4 B20 H64 slices", [&](auto l) {
     const Geom f = geom(20, 64, 16, 16, 16, 32, 1), b = geom(20, 64, 32, 16, 16, 64, 4);
-    check(run_case<__nv_bfloat16>(DType::kBFloat16, 4, 20, 64, &f, &b, "bf16 T4 B20 H64 slices"));
+    return run_case<__nv_bfloat16>(bf16, 4, 20, 64, &f, &b, l);
+  });
+  if (ran == 0) {
+    std::printf("no case matches the words given\n");
+    return 2;
   }
-  std::printf("%s\n", fails ? "SOME CASES FAILED" : "all cases ok");
+  std::printf("%s (%d cases)\n", fails ? "SOME CASES FAILED" : "all cases ok", ran);
   return fails ? 1 : 0;
 }

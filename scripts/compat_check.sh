@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The CPU test suite against the software of the GPU machines (torch 2.11.0,
+# triton 3.6.0) instead of requirements.txt's pins, so that API drift shows up
+# before GPU time is spent on it.
+#
+# A second venv (COMPAT_DIR/venv) gets the old versions; a copy of this working
+# tree (COMPAT_DIR/tree: tracked and untracked, not ignored, files) is built
+# there, CPU only. The copy matters: an in-place build writes
+# charrnn_fast/_C*.so, which would replace the main build's extension.
+# numpy stays below 2.4: triton 3.6's interpreter breaks with numpy >= 2.4
+# (tests/lstm/test_triton.py says so), and the app's tests need numpy anyway.
+# Usage: bash scripts/compat_check.sh [extra pytest args]
+#   COMPAT_DIR   work folder (default /tmp/charrnn_compat; the venv is reused)
+#   COMPAT_TORCH torch requirement (default torch==2.11.0)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${COMPAT_DIR:-/tmp/charrnn_compat}
+torch_req=${COMPAT_TORCH:-torch==2.11.0}
+PY=${PYTHON:-python3}
+venv="$dir/venv" tree="$dir/tree"
+mkdir -p "$dir"
+start=$SECONDS
+stamp() { echo "compat_check: $1 ($((SECONDS - start)) s)"; }
+
+[ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+want="$torch_req triton==3.6.0 numpy==2.3.* ninja pytest pytest-benchmark tqdm matplotlib"
+if ! [ -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$want" ]; then
+  # shellcheck disable=SC2086  # $want is a list of requirements
+  "$venv/bin/pip" install -q --disable-pip-version-check $want
+  echo "$want" >"$venv/.installed"
+fi
+"$venv/bin/python" -c "import torch, triton, numpy
+print('compat_check: torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)"
+stamp "venv ready"
+
+# A fresh copy of the working tree (files deleted here must not linger there).
+rm -rf "$tree"
+mkdir -p "$tree"
+git ls-files -z --cached --others --exclude-standard | tar -c --null -T - -f - | tar -x -C "$tree"
+cd "$tree"
+CHARRNN_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py build_ext --inplace -q \
+  2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+"$venv/bin/python" -c "import charrnn_fast._C"
+stamp "extension built"
+PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -m "not triton and not slow" \
+  --benchmark-disable -p no:cacheprovider tests "$@"
+stamp "done"
