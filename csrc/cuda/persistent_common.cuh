@@ -73,14 +73,19 @@ __device__ __forceinline__ void cp_async_wait() {
 // A monotonically increasing counter, zeroed on the stream before the launch:
 // after its phase-k arrival a block waits until the counter reaches
 // (k + 1) * parties. No reset inside the launch, so no second barrier is
-// needed to protect a reset. Release on arrival, acquire on the wait; the
-// bar.sync on each side extends the ordering to the whole block. The kernels
-// keep one counter per batch slice: only the blocks that share batch rows
-// exchange data, so only they need to meet.
+// needed to protect a reset. The kernels keep one counter per batch slice
+// (kCounterStride apart, so that slices do not share an L2 sector): only the
+// blocks that share batch rows exchange data, so only they need to meet.
+// Ordering: bar.sync orders the block's writes before thread 0's arrival, a
+// release reduction publishes them at gpu scope; the waiter polls relaxed and
+// fences once (fence.acq_rel after a relaxed read is an acquire pattern of the
+// PTX memory model), then bar.sync extends the acquire to the whole block. No
+// __threadfence (fence.sc) on either side: the release and the acquire fence
+// already order the exchange, and an ld.acquire per poll would invalidate L1
+// on every iteration.
 __device__ __forceinline__ void grid_arrive(unsigned* counter) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(1u)
                  : "memory");
   }
@@ -90,9 +95,9 @@ __device__ __forceinline__ void grid_wait(const unsigned* counter, unsigned targ
   if (threadIdx.x == 0) {
     unsigned v;
     do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(counter) : "memory");
+      asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(counter) : "memory");
     } while (v < target);
-    __threadfence();
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
   }
   __syncthreads();
 }
@@ -111,6 +116,37 @@ __device__ __forceinline__ void stage_rows(unsigned char* dst, int dst_row,
     cp_async8(dst + r * dst_row + s * seg_bytes + p * 8, src + r * src_row + s * src_seg + p * 8);
   }
 }
+
+// ------------------------------------------------- wmma loads from shared memory
+// wmma::load_matrix_sync takes a generic pointer. NVVM proves it shared for
+// fp16 and emits wmma.load...shared (LDSM in SASS), but not for bf16 and tf32,
+// where it becomes 8 generic LD.E per tile. These overloads say .shared in the
+// PTX for the fragments the engines load; other fragments use wmma's own load.
+template <class Frag, class E>
+__device__ __forceinline__ void load_smem(Frag& f, const E* p, unsigned ldm) {
+  wmma::load_matrix_sync(f, p, ldm);
+}
+
+#if !defined(CHARRNN_EMULATE)
+#define CHARRNN_WMMA_LD_SHARED(FRAG, ELEM, PTX)                                             \
+  __device__ __forceinline__ void load_smem(FRAG& f, const ELEM* p, unsigned ldm) {        \
+    static_assert(sizeof(f.x) == 16, "four 32-bit registers per fragment");                \
+    unsigned* r = reinterpret_cast<unsigned*>(f.x);                                        \
+    asm volatile(PTX " {%0, %1, %2, %3}, [%4], %5;\n"                                      \
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                          \
+                 : "r"(smem_addr(p)), "r"(ldm)                                             \
+                 : "memory");                                                              \
+  }
+using FragABf16 = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
+using FragBBf16 = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
+using FragATf32 = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+using FragBTf32 = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+CHARRNN_WMMA_LD_SHARED(FragABf16, __nv_bfloat16, "wmma.load.a.sync.aligned.row.m16n16k16.shared.bf16")
+CHARRNN_WMMA_LD_SHARED(FragBBf16, __nv_bfloat16, "wmma.load.b.sync.aligned.col.m16n16k16.shared.bf16")
+CHARRNN_WMMA_LD_SHARED(FragATf32, float, "wmma.load.a.sync.aligned.row.m16n16k8.shared.tf32")
+CHARRNN_WMMA_LD_SHARED(FragBTf32, float, "wmma.load.b.sync.aligned.col.m16n16k8.shared.tf32")
+#undef CHARRNN_WMMA_LD_SHARED
+#endif
 
 // ------------------------------------------------------------- conversions
 template <typename T>
@@ -158,8 +194,8 @@ struct Half {
                              const WElem* w, int ldw) {
     wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-    wmma::load_matrix_sync(fa, a, lda);
-    wmma::load_matrix_sync(fb, w, ldw);
+    load_smem(fa, a, lda);
+    load_smem(fb, w, ldw);
     wmma::mma_sync(acc, fa, fb, acc);
   }
 };
@@ -174,9 +210,9 @@ struct Bf16HiLo {
                              int ldw) {
     wmma::fragment<wmma::matrix_a, 16, 16, 16, AElem, wmma::row_major> hi, lo;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, WElem, wmma::col_major> fb;
-    wmma::load_matrix_sync(lo, a + a_split, lda);
-    wmma::load_matrix_sync(hi, a, lda);
-    wmma::load_matrix_sync(fb, w, ldw);
+    load_smem(lo, a + a_split, lda);
+    load_smem(hi, a, lda);
+    load_smem(fb, w, ldw);
     wmma::mma_sync(acc, lo, fb, acc);  // small term first
     wmma::mma_sync(acc, hi, fb, acc);
   }
@@ -202,8 +238,8 @@ struct Tf32 {
                              const WElem* w, int ldw) {
     wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> ab, as;
     wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> bb, bs;
-    wmma::load_matrix_sync(ab, a, lda);
-    wmma::load_matrix_sync(bb, w, ldw);
+    load_smem(ab, a, lda);
+    load_smem(bb, w, ldw);
     split(ab, as);
     if constexpr (kSplitW) {
       split(bb, bs);

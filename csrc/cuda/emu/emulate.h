@@ -59,10 +59,15 @@ inline void grid_arrive(unsigned* counter) {
   if (threadIdx.x == 0) std::atomic_ref<unsigned>(*counter).fetch_add(1, kArriveOrder);
 }
 
+// As on the GPU: poll relaxed, then acquire once. The GPU's fence.acq_rel is
+// an acquire load here (ThreadSanitizer does not model fences); it reads a value
+// at least `target` of the counter's release sequence (every arrival is a
+// read-modify-write), so it synchronises with every arrival before it.
 inline void grid_wait(const unsigned* counter, unsigned target) {
   if (threadIdx.x == 0) {
     std::atomic_ref<unsigned> c(*const_cast<unsigned*>(counter));
-    while (c.load(kWaitOrder) < target) std::this_thread::yield();
+    while (c.load(std::memory_order_relaxed) < target) std::this_thread::yield();
+    (void)c.load(kWaitOrder);
   }
   __syncthreads();
 }
