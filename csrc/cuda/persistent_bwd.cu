@@ -62,10 +62,20 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
   const long long x_parity = (kHiLo ? 2 : 1) * Bp * G;  // elements per step parity
   const long long x_split = kHiLo ? Bp * G : 0;         // hi -> lo
 
-  // Resident W^T slice: Ws[n][k] = W_hh[k][u0 + n]; reads coalesce along n.
-  for (int i = threadIdx.x; i < G * U; i += kThreads) {
-    const int k = i / U, n = i - k * U;
-    Ws[n * L.w_ld + k] = from_f<WElem>(to_f(w[(long long)k * H + u0 + n]));
+  // Resident W^T slice: Ws[n][k] = W_hh[k][u0 + n]. Each thread reads 16 bytes
+  // (vec consecutive n of one row k; the neighbouring 16 bytes, read on the
+  // next pass, come from L1) and scatters them down column k. A warp takes 32
+  // consecutive k, so each of its vec stores covers 32 consecutive elements of
+  // one Ws row: no bank conflicts (the old element-wise loop had 4-way ones).
+  {
+    constexpr int vec = 16 / sizeof(T);
+    for (int i = threadIdx.x; i < G * (U / vec); i += kThreads) {
+      const int k = i % G, v = i / G;
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w + (long long)k * H + u0 + v * vec));
+      const T* x = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int q = 0; q < vec; ++q) Ws[(v * vec + q) * L.w_ld + k] = from_f<WElem>(to_f(x[q]));
+    }
   }
   for (int e = threadIdx.x; e < rows_blk * U; e += kThreads) {
     const int r = e / U, j = e - r * U;

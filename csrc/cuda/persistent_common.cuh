@@ -287,11 +287,15 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
     cp_async_commit();
   };
 
-  typename E::Acc acc[kMaxItems];
+  // Two accumulators per item, for alternate k-steps: a warp with one item
+  // would otherwise chain every mma of the step on the previous one's result
+  // (up to 96 for 3xTF32 at H = 512); they are summed once at the end.
+  typename E::Acc acc[kMaxItems][2];
   int item_m[kMaxItems], item_n[kMaxItems], item_k[kMaxItems];
 #pragma unroll
   for (int i = 0; i < kMaxItems; ++i) {
-    wmma::fill_fragment(acc[i], 0.f);
+    wmma::fill_fragment(acc[i][0], 0.f);
+    wmma::fill_fragment(acc[i][1], 0.f);
     const int it = warp + i * kWarps;
     item_n[i] = it % ntiles;
     item_m[i] = (it / ntiles) % mtiles;
@@ -309,15 +313,19 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
     }
     __syncthreads();
     const AElem* a_buf = As + (kc & 1) * stage;
-    // k-tile loop outside, items inside: the items' accumulator chains are
-    // independent, which gives the tensor pipe several mmas in flight.
-    for (int kk = 0; kk < kt_per_chunk; kk += KS) {
+    // k-tile loop outside (two k-steps per trip, one per accumulator), items
+    // inside: all these accumulator chains are independent, which gives the
+    // tensor pipe several mmas in flight.
+    for (int kk = 0; kk < kt_per_chunk; kk += 2 * KS) {
 #pragma unroll
-      for (int i = 0; i < kMaxItems; ++i) {
-        const int kt = kk + item_k[i];
-        if (warp + i * kWarps < nitems && kt < kt_per_chunk) {
-          E::mma(acc[i], a_buf + item_m[i] * 16 * a_ld + kt * E::KT, a_ld, MC * a_ld,
-                 Ws + item_n[i] * 16 * w_ld + kc * KC + kt * E::KT, w_ld);
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int i = 0; i < kMaxItems; ++i) {
+          const int kt = kk + h * KS + item_k[i];
+          if (warp + i * kWarps < nitems && kt < kt_per_chunk) {
+            E::mma(acc[i][h], a_buf + item_m[i] * 16 * a_ld + kt * E::KT, a_ld, MC * a_ld,
+                   Ws + item_n[i] * 16 * w_ld + kc * KC + kt * E::KT, w_ld);
+          }
         }
       }
     }
@@ -326,8 +334,10 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
 #pragma unroll
   for (int i = 0; i < kMaxItems; ++i) {
     if (warp + i * kWarps < nitems) {
+#pragma unroll
+      for (int e = 0; e < acc[i][0].num_elements; ++e) acc[i][0].x[e] += acc[i][1].x[e];
       wmma::store_matrix_sync(P + (item_k[i] * MC + item_m[i] * 16) * p_ld + item_n[i] * 16,
-                              acc[i], p_ld, wmma::mem_row_major);
+                              acc[i][0], p_ld, wmma::mem_row_major);
     }
   }
   __syncthreads();

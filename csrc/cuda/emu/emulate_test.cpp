@@ -207,6 +207,10 @@ int main(int argc, char** argv) {
     const Geom f = geom(20, 64, 16, 16, 16, 32, 1), b = geom(20, 64, 32, 16, 16, 64, 4);
     return run_case<__nv_bfloat16>(bf16, 4, 20, 64, &f, &b, l);
   });
+  run("bf16 T3 B24 H48 odd-k slices", [&](auto l) {  // 3 k-steps per chunk: one accumulator idle
+    const Geom f = geom(24, 48, 8, 16, 16, 48, 1), b = geom(24, 48, 16, 16, 16, 48, 1);
+    return run_case<__nv_bfloat16>(bf16, 3, 24, 48, &f, &b, l);
+  });
   if (ran == 0) {
     std::printf("no case matches the words given\n");
     return 2;

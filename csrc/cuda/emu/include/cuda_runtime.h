@@ -5,15 +5,19 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cassert>
 #include <cmath>
+#include <cstdint>
 #include <cstddef>
 #include <functional>
 
 #define __launch_bounds__(...)
 
 inline int min(int a, int b) { return a < b ? a : b; }
+// Vector loads (uint4) need their natural alignment on the GPU.
 template <class T>
 inline T __ldg(const T* p) {
+  assert(reinterpret_cast<uintptr_t>(p) % alignof(T) == 0 && "__ldg pointer misaligned");
   return *p;
 }
 
