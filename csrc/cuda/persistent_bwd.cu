@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
 
   const int u0 = (blockIdx.x % g.n_us) * U;
   const int b0 = (blockIdx.x / g.n_us) * g.BS;
-  unsigned* counter = a.counter + blockIdx.x / g.n_us;  // this batch slice's barrier
+  unsigned* counter = a.counter + (blockIdx.x / g.n_us) * kCounterStride;  // this slice's
   const int rows_blk = min(g.BS, B - b0);
   const T* dy = static_cast<const T*>(a.dy);
   const T* dhT = static_cast<const T*>(a.dhT);
@@ -162,14 +162,20 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
 }
 
 template <typename T, class E>
+SmemOptIn& opt_in() {
+  static SmemOptIn once;  // one per kernel instantiation
+  return once;
+}
+
+template <typename T, class E>
 cudaError_t occupancy(size_t smem, int* blocks) {
-  return occupancy_of(lstm_bwd_persistent<T, E>, smem, blocks);
+  return occupancy_of(lstm_bwd_persistent<T, E>, opt_in<T, E>(), smem, blocks);
 }
 
 template <typename T, class E>
 cudaError_t launch(const Geom& g, const BwdArgs& a, cudaStream_t s) {
   const size_t smem = make_layout(true, dtype_of<T>(), g).total;
-  return launch_cooperative(lstm_bwd_persistent<T, E>, g, smem, a, s);
+  return launch_cooperative(lstm_bwd_persistent<T, E>, opt_in<T, E>(), g, smem, a, s);
 }
 
 }  // namespace
