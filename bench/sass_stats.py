@@ -7,7 +7,7 @@ one row per kernel: registers, spills, and the count of the opcodes the
 review of issue 10 is about (static counts in the kernel body, not executed
 counts). No GPU needed.
 
-    python bench/sass_stats.py [--arch sm_90a] [--md OUT.md] [-D NAME=VALUE ...]
+    python bench/sass_stats.py [--arch sm_90a] [--md OUT.md] [-D NAME=VALUE ...] [--root TREE]
 """
 
 from __future__ import annotations
@@ -61,15 +61,15 @@ def _short(mangled: str) -> str:
     return f"{kind} {dt}"
 
 
-def stats(arch: str, defines: list[str]) -> list[dict[str, object]]:
+def stats(arch: str, defines: list[str], root: Path = ROOT) -> list[dict[str, object]]:
     nvcc, cuobjdump = _tool("nvcc"), _tool("cuobjdump")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for src in ("persistent_fwd.cu", "persistent_bwd.cu"):
             cubin = os.path.join(tmp, src + ".cubin")
             cmd = [nvcc, "-std=c++20", "-O3", f"-arch={arch}", "-cubin", "-Xptxas", "-v"]
-            cmd += ["-diag-suppress", "3189", "-I", str(ROOT / "csrc" / "cuda")]
-            cmd += [f"-D{d}" for d in defines] + [str(ROOT / "csrc" / "cuda" / src), "-o", cubin]
+            cmd += ["-diag-suppress", "3189", "-I", str(root / "csrc" / "cuda")]
+            cmd += [f"-D{d}" for d in defines] + [str(root / "csrc" / "cuda" / src), "-o", cubin]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             regs: dict[str, tuple[int, str]] = {}
             name = None
@@ -110,8 +110,9 @@ def main() -> None:
     ap.add_argument("--arch", default="sm_90a", help="nvcc -arch (default sm_90a)")
     ap.add_argument("--md", help="also write the table to this file")
     ap.add_argument("-D", dest="defines", action="append", default=[], help="extra -D for nvcc")
+    ap.add_argument("--root", type=Path, default=ROOT, help="source tree (default: this one)")
     args = ap.parse_args()
-    table = markdown(stats(args.arch, args.defines))
+    table = markdown(stats(args.arch, args.defines, args.root))
     print(table, end="")
     if args.md:
         Path(args.md).write_text(table)

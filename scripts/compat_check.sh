@@ -26,7 +26,8 @@ stamp() { echo "compat_check: $1 ($((SECONDS - start)) s)"; }
 want="$torch_req triton==3.6.0 numpy==2.3.* ninja pytest pytest-benchmark tqdm matplotlib"
 if ! [ -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$want" ]; then
   # shellcheck disable=SC2086  # $want is a list of requirements
-  "$venv/bin/pip" install -q --disable-pip-version-check $want
+  "$venv/bin/pip" install -q --disable-pip-version-check $want 2>&1 |
+    { grep -v "is ignored: it is neither a file nor a directory" || true; }
   echo "$want" >"$venv/.installed"
 fi
 "$venv/bin/python" -c "import torch, triton, numpy
@@ -38,8 +39,8 @@ rm -rf "$tree"
 mkdir -p "$tree"
 git ls-files -z --cached --others --exclude-standard | tar -c --null -T - -f - | tar -x -C "$tree"
 cd "$tree"
-CHARRNN_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py build_ext --inplace -q \
-  2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+CHARRNN_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py -q build_ext --inplace \
+  >"$dir/build.log" 2>&1 || { tail -40 "$dir/build.log"; exit 1; }
 "$venv/bin/python" -c "import charrnn_fast._C"
 stamp "extension built"
 PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -m "not triton and not slow" \
