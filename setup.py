@@ -37,7 +37,6 @@ if _home:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
-
 DEFAULT_CUDA_ARCHS = "8.0+PTX;8.6;8.9;9.0a"
 
 
