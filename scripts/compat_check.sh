@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The CPU test suite against the software of the GPU machines (torch 2.11.0,
-# triton 3.6.0) instead of requirements.txt's pins, so that API drift shows up
-# before GPU time is spent on it.
+# The CPU test suite, and the Triton kernels under the interpreter, against
+# the software of the GPU machines (torch 2.11.0, triton 3.6.0) instead of
+# requirements.txt's pins, so that API drift shows up before GPU time is spent.
 #
 # A second venv (COMPAT_DIR/venv) gets the old versions; a copy of this working
 # tree (COMPAT_DIR/tree: tracked and untracked, not ignored, files) is built
 # there, CPU only. The copy matters: an in-place build writes
 # charrnn_fast/_C*.so, which would replace the main build's extension.
-# numpy stays below 2.4: triton 3.6's interpreter breaks with numpy >= 2.4
-# (tests/lstm/test_triton.py says so), and the app's tests need numpy anyway.
+# numpy stays below 2.4 (the GPU machines have 2.5): triton 3.6's interpreter
+# breaks with numpy >= 2.4 (triton-lang/triton#9171; tests/lstm/test_triton.py
+# skips with that message), which would hide every Triton drift.
 # Usage: bash scripts/compat_check.sh [extra pytest args]
 #   COMPAT_DIR   work folder (default /tmp/charrnn_compat; the venv is reused)
 #   COMPAT_TORCH torch requirement (default torch==2.11.0)
@@ -45,4 +46,8 @@ CHARRNN_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py -q build
 stamp "extension built"
 PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -m "not triton and not slow" \
   --benchmark-disable -p no:cacheprovider tests "$@"
+stamp "CPU suite passed"
+# The Triton kernels under triton 3.6's interpreter (about a minute).
+PYTHONPATH="$PWD" TRITON_INTERPRET=1 "$venv/bin/python" -m pytest -q -m triton \
+  --benchmark-disable -p no:cacheprovider -W ignore::DeprecationWarning tests "$@"
 stamp "done"
