@@ -37,7 +37,7 @@ if _home:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
-DEFAULT_CUDA_ARCHS = "8.0+PTX;8.6;8.9;9.0a"
+DEFAULT_CUDA_ARCHS = "7.5;8.0+PTX;8.6;8.9;9.0a"
 
 
 def _want_cuda() -> bool:
@@ -85,9 +85,10 @@ def _extension():
             extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
         )
-    # A100 (8.0), RTX 30 (8.6), RTX 40 / L4 (8.9), H100/H200 (9.0a), and
-    # compute_80 PTX that the driver compiles for newer GPUs. The persistent
-    # kernels need cp.async (8.0+). TORCH_CUDA_ARCH_LIST overrides (CI builds one).
+    # T4 / RTX 20 (7.5: stepwise path only, the persistent kernels need
+    # cp.async), A100 (8.0), RTX 30 (8.6), RTX 40 / L4 (8.9), H100/H200 (9.0a),
+    # and compute_80 PTX that the driver compiles for newer GPUs.
+    # TORCH_CUDA_ARCH_LIST overrides.
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
     cuda_sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))

@@ -100,10 +100,13 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev) {
     if (it != cache.end()) p = it->second, hit = true;
   }
   if (!hit) {
-    if (d.B * 4 * d.H > INT_MAX) {
+    const cudaDeviceProp* prop = at::cuda::getDeviceProperties(dev);
+    if (prop->major < 8) {
+      p.why = "compute capability " + std::to_string(prop->major) + "." +
+              std::to_string(prop->minor) + ": the persistent kernels need 8.0+ (cp.async)";
+    } else if (d.B * 4 * d.H > INT_MAX) {
       p.why = "B * 4H exceeds 32-bit indexing";
     } else {
-      const cudaDeviceProp* prop = at::cuda::getDeviceProperties(dev);
       const cuda::DeviceLimits lim{prop->multiProcessorCount, prop->sharedMemPerBlockOptin};
       p = cuda::plan_persistent(bwd, dt, 1, int(d.B), int(d.H), lim);
       if (p.persistent) {

@@ -29,6 +29,7 @@ using namespace detail;
 
 template <typename T, class E>
 __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Geom g) {
+#if CHARRNN_PERSISTENT_ARCH
   unsigned char* smem = dynamic_smem();
   using AElem = typename E::AElem;
   using WElem = typename E::WElem;
@@ -159,6 +160,9 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
       if (s + 1 < T_) stage_aux(t - 1, 0, min(g.MC, rows_blk));
     }
   }
+#else
+  __trap();  // never launched below sm_80 (lstm_cuda.cpp plans stepwise there)
+#endif
 }
 
 template <typename T, class E>

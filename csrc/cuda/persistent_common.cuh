@@ -33,6 +33,15 @@
 #include "emu/emulate.h"
 #endif
 
+// The persistent kernels need sm_80 (cp.async, bf16 and tf32 wmma). Device
+// code for older GPUs (sm_75 in TORCH_CUDA_ARCH_LIST) keeps only the stepwise
+// kernels; the binding never plans the persistent path there.
+#if defined(CHARRNN_EMULATE) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define CHARRNN_PERSISTENT_ARCH 1
+#else
+#define CHARRNN_PERSISTENT_ARCH 0
+#endif
+
 namespace charrnn_fast::cuda::detail {
 
 namespace wmma = nvcuda::wmma;
@@ -128,7 +137,7 @@ __device__ __forceinline__ void load_smem(Frag& f, const E* p, unsigned ldm) {
   wmma::load_matrix_sync(f, p, ldm);
 }
 
-#if !defined(CHARRNN_EMULATE)
+#if !defined(CHARRNN_EMULATE) && CHARRNN_PERSISTENT_ARCH
 #define CHARRNN_WMMA_LD_SHARED(FRAG, ELEM, PTX)                                             \
   __device__ __forceinline__ void load_smem(FRAG& f, const ELEM* p, unsigned ldm) {        \
     static_assert(sizeof(f.x) == 16, "four 32-bit registers per fragment");                \
@@ -209,6 +218,7 @@ struct Bf16HiLo {
   // a: hi tile; a + a_split: the lo tile of the same rows and columns.
   __device__ static void mma(Acc& acc, const AElem* a, int lda, int a_split, const WElem* w,
                              int ldw) {
+#if CHARRNN_PERSISTENT_ARCH  // bf16 fragments exist from sm_80
     wmma::fragment<wmma::matrix_a, 16, 16, 16, AElem, wmma::row_major> hi, lo;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, WElem, wmma::col_major> fb;
     load_smem(lo, a + a_split, lda);
@@ -216,6 +226,7 @@ struct Bf16HiLo {
     load_smem(fb, w, ldw);
     wmma::mma_sync(acc, lo, fb, acc);  // small term first
     wmma::mma_sync(acc, hi, fb, acc);
+#endif
   }
 };
 

@@ -28,6 +28,7 @@ using namespace detail;
 
 template <typename T, class E>
 __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Geom g) {
+#if CHARRNN_PERSISTENT_ARCH
   unsigned char* smem = dynamic_smem();
   using AElem = typename E::AElem;
   using WElem = typename E::WElem;
@@ -122,6 +123,9 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
       stage_gx(t + 1, 0, min(g.MC, rows_blk));  // independent of other blocks: before the wait
     }
   }
+#else
+  __trap();  // never launched below sm_80 (lstm_cuda.cpp plans stepwise there)
+#endif
 }
 
 template <typename T, class E>
