@@ -38,7 +38,12 @@ stamp "venv ready"
 # A fresh copy of the working tree (files deleted here must not linger there).
 rm -rf "$tree"
 mkdir -p "$tree"
-git ls-files -z --cached --others --exclude-standard | tar -c --null -T - -f - | tar -x -C "$tree"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard | tar -c --null -T - -f - | tar -x -C "$tree"
+else  # not a git checkout (a source archive): everything but builds and venvs
+  tar -c --exclude=./.venv --exclude=./build --exclude='*.so' --exclude=__pycache__ -f - . |
+    tar -x -C "$tree"
+fi
 cd "$tree"
 CHARRNN_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py -q build_ext --inplace \
   >"$dir/build.log" 2>&1 || { tail -40 "$dir/build.log"; exit 1; }
