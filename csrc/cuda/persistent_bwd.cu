@@ -21,6 +21,7 @@
 // Legend: T steps, B batch, H hidden units, G = 4H (the K of the GEMM), U units
 // per block (the N of the GEMM, a multiple of 16).
 #include "persistent_common.cuh"
+#include "persistent_launch.cuh"
 
 namespace charrnn_fast::cuda {
 namespace {

@@ -20,6 +20,7 @@
 // Legend: T steps, B batch, H hidden units, G = 4H, U units per block,
 // N = 4U output columns per block (column gate * U + j is unit u0 + j of gate).
 #include "persistent_common.cuh"
+#include "persistent_launch.cuh"
 
 namespace charrnn_fast::cuda {
 namespace {
