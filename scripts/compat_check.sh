@@ -15,6 +15,7 @@
 #   COMPAT_TORCH torch requirement (default torch==2.11.0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CHARRNN_FAST_CUDA=0  # CPU-only build; tests/lstm/test_build.py reads it too
 dir=${COMPAT_DIR:-/tmp/charrnn_compat}
 torch_req=${COMPAT_TORCH:-torch==2.11.0}
 PY=${PYTHON:-python3}
@@ -45,7 +46,7 @@ else  # not a git checkout (a source archive): everything but builds and venvs
     tar -x -C "$tree"
 fi
 cd "$tree"
-CHARRNN_FAST_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py -q build_ext --inplace \
+MAX_JOBS=${MAX_JOBS:-2} "$venv/bin/python" setup.py -q build_ext --inplace \
   >"$dir/build.log" 2>&1 || { tail -40 "$dir/build.log"; exit 1; }
 "$venv/bin/python" -c "import charrnn_fast._C"
 stamp "extension built"
