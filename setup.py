@@ -49,6 +49,8 @@ except ImportError:  # an sdist or metadata step, or a build in an isolated envi
 # setup.py commands that compile the extension (direct, pip and PEP 517 hooks).
 _BUILDS = {"build", "build_ext", "bdist_wheel", "develop", "install", "editable_wheel"}
 
+DEFAULT_CUDA_ARCHS = "7.5;8.0+PTX;8.6;8.9;9.0a"
+
 
 def _want_cuda() -> bool:
     flag = os.environ.get("CHARRNN_FAST_CUDA", "").strip()
@@ -95,7 +97,11 @@ def _extension():
             extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
         )
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
+    # T4 / RTX 20 (7.5: stepwise path only, the persistent kernels need
+    # cp.async), A100 (8.0), RTX 30 (8.6), RTX 40 / L4 (8.9), H100/H200 (9.0a),
+    # and compute_80 PTX that the driver compiles for newer GPUs.
+    # TORCH_CUDA_ARCH_LIST overrides.
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
     cuda_sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     return CUDAExtension(

@@ -43,6 +43,16 @@ def _check_inputs(
             raise RuntimeError(f"Expected {name} of size {shape}, got {tuple(t.shape)}")
 
 
+def _autocast_enabled(dev: str) -> bool:
+    """Whether autocast is on for device type `dev` ("cpu", "cuda", ...)."""
+    # Dynamo in torch 2.11 cannot trace torch.amp.is_autocast_available
+    # (fullgraph=True fails); the devices it compiles for all have autocast, so
+    # while compiling ask is_autocast_enabled alone.
+    if torch.compiler.is_compiling():
+        return torch.is_autocast_enabled(dev)
+    return torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+
+
 def lstm(
     input: Tensor,
     hx: tuple[Tensor, Tensor] | None,
@@ -97,7 +107,7 @@ def lstm(
     # input, weights and state; so do we, casting once here so the recurrence
     # sees one dtype throughout.
     dev = x.device.type
-    autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+    autocast = _autocast_enabled(dev)
     if autocast and x.is_floating_point():
         dt = torch.get_autocast_dtype(dev)
         x, weights = x.to(dt), [w.to(dt) for w in weights]

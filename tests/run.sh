@@ -13,7 +13,11 @@ python -m pytest -m "not triton" --benchmark-disable tests
 TRITON_INTERPRET=1 python -m pytest -m triton --benchmark-disable tests
 python bench/run.py --quick
 # The persistent CUDA kernels' logic, on the CPU (no GPU needed): the real .cu
-# sources compiled with g++ against an emulation of the CUDA primitives.
+# sources compiled with g++ against an emulation of the CUDA primitives, under
+# AddressSanitizer, then the multi-slice cases under ThreadSanitizer, then a
+# mutant with a relaxed grid barrier that ThreadSanitizer must catch.
 if [ -f "${CUDA_HOME:-/usr/local/cuda}/include/cuda_runtime.h" ]; then
   bash csrc/cuda/emu/run.sh
+  bash csrc/cuda/emu/run.sh --tsan
+  bash csrc/cuda/emu/run.sh --tsan-mutant
 fi

@@ -34,6 +34,12 @@ def _why_not(x: Tensor, w_hh: Tensor) -> str | None:
         return f"tensors are on {x.device}, this backend runs on cuda"
     if x.dtype not in DTYPES:
         return f"dtype {x.dtype} unsupported (expected one of {DTYPES})"
+    # setup.py builds for 7.5+ (the stepwise path; persistent needs 8.0, which
+    # lstm_cuda.cpp checks). get_device_properties, not get_device_capability:
+    # Dynamo folds it to a constant.
+    prop = torch.cuda.get_device_properties(x.device)
+    if (prop.major, prop.minor) < (7, 5):
+        return f"compute capability {prop.major}.{prop.minor}: the CUDA kernels need 7.5 or newer"
     return None
 
 

@@ -27,6 +27,9 @@ enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 constexpr int kThreads = 256;  // threads per block of every persistent kernel
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxItems = 4;  // accumulator tiles one warp may own (registers)
+// Barrier counters are kCounterStride unsigned words (128 bytes) apart, one per
+// batch slice, so that slices polling their own counter never share an L2 sector.
+constexpr int kCounterStride = 32;
 
 // Geometry of one persistent launch. Block b owns hidden units
 // [u0, u0 + U), u0 = (b % n_us) * U, and batch rows [b0, b0 + BS),
@@ -104,7 +107,7 @@ struct FwdArgs {
   float* c_all;      // [T+1, B, H] fp32; c_all[0] = c0 on entry
   void* gates;       // [T, B, 4H] input dtype (out), or nullptr when not training
   void* hbuf;        // [2, Bp, H] input dtype, zeroed; hbuf[1][:B] = h0 on entry
-  unsigned* counter; // [n_bs] zeroed barrier counters, one per batch slice
+  unsigned* counter; // [n_bs * kCounterStride] zeroed; slice s polls counter[s * kCounterStride]
 };
 
 struct BwdArgs {
@@ -118,12 +121,39 @@ struct BwdArgs {
   void* dh0;          // [B, H] (out)
   void* dc0;          // [B, H] (out)
   void* xbuf;         // zeroed exchange: bf16 [2, 2(hi,lo), Bp, 4H]; else fp32 [2, Bp, 4H]
-  unsigned* counter;  // [n_bs] zeroed barrier counters, one per batch slice
+  unsigned* counter;  // [n_bs * kCounterStride] zeroed; slice s polls counter[s * kCounterStride]
 };
 
+// The persistent kernels read gx, dy, gates and c_all with 8-byte cp.async and
+// W_hh with 16-byte loads (the offsets they add keep that alignment, given
+// H % 16 == 0); the exchange buffers, allocated by the binding, need 16 bytes.
+// A contiguous view at a storage offset (x[1:] of a flat buffer) can miss it,
+// and a misaligned access is a sticky error that ends the CUDA context, so the
+// binding checks first. Returns the name of the first misaligned pointer, or
+// nullptr when the persistent kernel may take these arguments.
+inline bool aligned_to(const void* p, unsigned bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+inline const char* misaligned(const FwdArgs& a) {
+  if (!aligned_to(a.gx, 8)) return "gx";
+  if (!aligned_to(a.w_hh, 16)) return "w_hh";
+  if (!aligned_to(a.hbuf, 16)) return "the h exchange buffer";
+  return nullptr;
+}
+inline const char* misaligned(const BwdArgs& a) {
+  if (!aligned_to(a.dy, 8)) return "dy";
+  if (!aligned_to(a.gates, 8)) return "gates";
+  if (!aligned_to(a.c_all, 8)) return "c_all";
+  if (!aligned_to(a.w_hh, 16)) return "w_hh";
+  if (!aligned_to(a.xbuf, 16)) return "the dgates exchange buffer";
+  return nullptr;
+}
+
 // Blocks of the kernel that fit on one SM with `smem` bytes of dynamic shared
-// memory (cudaOccupancyMaxActiveBlocksPerMultiprocessor); raises the kernel's
-// dynamic shared-memory limit to `smem` first. Returns a CUDA error code.
+// memory (cudaOccupancyMaxActiveBlocksPerMultiprocessor). The kernel's dynamic
+// shared-memory limit is raised to the device's opt-in maximum once per kernel
+// and device (here or at the first launch), never per call, so host threads
+// do not race on the attribute. Returns a CUDA error code.
 cudaError_t fwd_persistent_occupancy(DType dt, size_t smem, int* blocks_per_sm);
 cudaError_t bwd_persistent_occupancy(DType dt, size_t smem, int* blocks_per_sm);
 

@@ -19,8 +19,9 @@
 //       dtype; backward up to H = 1024 in bf16 and up to H = 512 in fp16/fp32.
 //   * stepwise: per step one cuBLAS GEMM with fp32 output plus one fused
 //     pointwise kernel. Any size.
-//   * auto (default): persistent when eligible, else stepwise; a cooperative
-//     launch that the device refuses at run time also falls back to stepwise.
+//   * auto (default): persistent when eligible, else stepwise; inputs not
+//     aligned for its vector loads (views at a storage offset) and a
+//     cooperative launch that the device refuses at run time also fall back.
 //   CHARRNN_FAST_PATH=cuda:<path> or cuda:<fwd>/<bwd> (path = auto | persistent |
 //   stepwise; e.g. "cuda:persistent/stepwise,triton:small", the grammar of
 //   charrnn_fast/backends/plans.py; the former CHARRNN_FAST_CUDA_PATH = <path> |
@@ -106,7 +107,12 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
     if (it != cache.end()) p = it->second, hit = true;
   }
   if (!hit) {
-    if (d.B * 4 * d.H > INT_MAX) {
+    // dev < 0 plans for given limits without a device: no capability to check.
+    const cudaDeviceProp* prop = dev >= 0 ? at::cuda::getDeviceProperties(dev) : nullptr;
+    if (prop != nullptr && prop->major < 8) {
+      p.why = "compute capability " + std::to_string(prop->major) + "." +
+              std::to_string(prop->minor) + ": the persistent kernels need 8.0+ (cp.async)";
+    } else if (d.B * 4 * d.H > INT_MAX) {
       p.why = "B * 4H exceeds 32-bit indexing";
     } else {
       p = cuda::plan_persistent(bwd, dt, 1, int(d.B), int(d.H), lim);
@@ -162,16 +168,44 @@ cuda::Plan choose(bool bwd, const cuda::ForcedPaths& f, DType dt, const Dims& d,
   return plan_direction(bwd, f, dt, d, dev, device_limits(dev));
 }
 
-// True when launched. A cooperative launch that the device refuses right now
-// (other work holds SMs) falls back to the stepwise path in auto mode.
-bool launched(cudaError_t err, Path forced) {
+// True when launched. In auto mode a cooperative launch that the device
+// refuses falls back to the stepwise path: silently when the grid is too large
+// for the SMs available now (MPS or green-context limits), with a one-time
+// warning for the other launch refusals (cooperative launch unsupported or not
+// permitted, resources). Anything else, and any error that is sticky (an
+// earlier kernel's fault: the context is lost), is raised.
+bool launched(cudaError_t err, Path forced, bool bwd) {
   if (err == cudaSuccess) return true;
-  if (err == cudaErrorCooperativeLaunchTooLarge && forced == Path::kAuto) {
-    (void)cudaGetLastError();
-    return false;
+  const bool refusal = err == cudaErrorCooperativeLaunchTooLarge ||
+                       err == cudaErrorNotSupported || err == cudaErrorNotPermitted ||
+                       err == cudaErrorLaunchOutOfResources;
+  if (refusal && forced == Path::kAuto) {
+    (void)cudaGetLastError();                       // clears a launch error; a sticky one stays
+    if (cudaPeekAtLastError() == cudaSuccess) {
+      if (err != cudaErrorCooperativeLaunchTooLarge) {
+        TORCH_WARN_ONCE("charrnn_fast (cuda): the device refused the cooperative launch of the ",
+                        "persistent ", bwd ? "backward" : "forward", " kernel (",
+                        cudaGetErrorString(err), "); running the stepwise path instead");
+      }
+      return false;
+    }
   }
   C10_CUDA_CHECK(err);
   return false;
+}
+
+// False when an input is not aligned for the persistent kernel (a view at a
+// storage offset): auto mode then runs the stepwise path; forcing persistent
+// raises, since the kernel would fault with a sticky "misaligned address".
+template <class Args>
+bool aligned_for_persistent(const Args& a, Path forced, bool bwd) {
+  const char* bad = cuda::misaligned(a);
+  TORCH_CHECK(bad == nullptr || forced != Path::kPersistent,
+              "charrnn_fast (cuda): CHARRNN_FAST_PATH forces the persistent ",
+              bwd ? "backward" : "forward", " kernel, but ", bad,
+              " is not aligned for its vector loads (16 bytes for w_hh, 8 for the others); ",
+              "pass a tensor that starts at an aligned address, e.g. .clone()");
+  return bad == nullptr;
 }
 
 unsigned* counter_ptr(at::Tensor& c) { return reinterpret_cast<unsigned*>(c.mutable_data_ptr<int>()); }
@@ -183,12 +217,14 @@ bool fwd_persistent(const cuda::Plan& p, Path forced, DType dt, const Dims& d, c
   const int64_t Bp = (d.B + 15) / 16 * 16;
   at::Tensor hbuf = at::zeros({2, Bp, d.H}, gx.options());  // [2, Bp, H]; padding rows stay 0
   hbuf.select(0, 1).narrow(0, 0, d.B).copy_(h0);
-  at::Tensor counter = at::zeros({p.g.n_bs}, gx.options().dtype(at::kInt));  // per slice
+  at::Tensor counter =
+      at::zeros({p.g.n_bs * cuda::kCounterStride}, gx.options().dtype(at::kInt));  // per slice
   const cuda::FwdArgs a{gx.const_data_ptr(),   w_hh.const_data_ptr(),
                         y.mutable_data_ptr(),  c_all.mutable_data_ptr<float>(),
                         training ? gates.mutable_data_ptr() : nullptr,
                         hbuf.mutable_data_ptr(), counter_ptr(counter)};
-  return launched(cuda::launch_fwd_persistent(dt, p.g, a, stream), forced);
+  if (!aligned_for_persistent(a, forced, false)) return false;
+  return launched(cuda::launch_fwd_persistent(dt, p.g, a, stream), forced, false);
 }
 
 void fwd_stepwise(DType dt, const Dims& d, const at::Tensor& gx, const at::Tensor& w_hh,
@@ -251,12 +287,14 @@ bool bwd_persistent(const cuda::Plan& p, Path forced, DType dt, const Dims& d,
   // fp32 [2 parity, Bp, 4H]; padding rows stay 0.
   at::Tensor xbuf = dt == DType::kBFloat16 ? at::zeros({2, 2, Bp, G}, dy.options())
                                            : at::zeros({2, Bp, G}, dy.options().dtype(at::kFloat));
-  at::Tensor counter = at::zeros({p.g.n_bs}, dy.options().dtype(at::kInt));  // per slice
+  at::Tensor counter =
+      at::zeros({p.g.n_bs * cuda::kCounterStride}, dy.options().dtype(at::kInt));  // per slice
   const cuda::BwdArgs a{dy.const_data_ptr(),  dhT.const_data_ptr(),       dcT.const_data_ptr(),
                         w_hh.const_data_ptr(), c_all.const_data_ptr<float>(),
                         gates.const_data_ptr(), dgx.mutable_data_ptr(),   dh0.mutable_data_ptr(),
                         dc0.mutable_data_ptr(), xbuf.mutable_data_ptr(), counter_ptr(counter)};
-  return launched(cuda::launch_bwd_persistent(dt, p.g, a, stream), forced);
+  if (!aligned_for_persistent(a, forced, true)) return false;
+  return launched(cuda::launch_bwd_persistent(dt, p.g, a, stream), forced, true);
 }
 
 void bwd_stepwise(DType dt, const Dims& d, const at::Tensor& dy, const at::Tensor& dhT,

@@ -21,6 +21,7 @@
 // Legend: T steps, B batch, H hidden units, G = 4H (the K of the GEMM), U units
 // per block (the N of the GEMM, a multiple of 16).
 #include "persistent_common.cuh"
+#include "persistent_launch.cuh"
 
 namespace charrnn_fast::cuda {
 namespace {
@@ -29,6 +30,7 @@ using namespace detail;
 
 template <typename T, class E>
 __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Geom g) {
+#if CHARRNN_PERSISTENT_ARCH
   unsigned char* smem = dynamic_smem();
   using AElem = typename E::AElem;
   using WElem = typename E::WElem;
@@ -48,7 +50,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
 
   const int u0 = (blockIdx.x % g.n_us) * U;
   const int b0 = (blockIdx.x / g.n_us) * g.BS;
-  unsigned* counter = a.counter + blockIdx.x / g.n_us;  // this batch slice's barrier
+  unsigned* counter = a.counter + (blockIdx.x / g.n_us) * kCounterStride;  // this slice's
   const int rows_blk = min(g.BS, B - b0);
   const T* dy = static_cast<const T*>(a.dy);
   const T* dhT = static_cast<const T*>(a.dhT);
@@ -62,10 +64,20 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
   const long long x_parity = (kHiLo ? 2 : 1) * Bp * G;  // elements per step parity
   const long long x_split = kHiLo ? Bp * G : 0;         // hi -> lo
 
-  // Resident W^T slice: Ws[n][k] = W_hh[k][u0 + n]; reads coalesce along n.
-  for (int i = threadIdx.x; i < G * U; i += kThreads) {
-    const int k = i / U, n = i - k * U;
-    Ws[n * L.w_ld + k] = from_f<WElem>(to_f(w[(long long)k * H + u0 + n]));
+  // Resident W^T slice: Ws[n][k] = W_hh[k][u0 + n]. Each thread reads 16 bytes
+  // (vec consecutive n of one row k; the neighbouring 16 bytes, read on the
+  // next pass, come from L1) and scatters them down column k. A warp takes 32
+  // consecutive k, so each of its vec stores covers 32 consecutive elements of
+  // one Ws row: no bank conflicts (the old element-wise loop had 4-way ones).
+  {
+    constexpr int vec = 16 / sizeof(T);
+    for (int i = threadIdx.x; i < G * (U / vec); i += kThreads) {
+      const int k = i % G, v = i / G;
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w + (long long)k * H + u0 + v * vec));
+      const T* x = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int q = 0; q < vec; ++q) Ws[(v * vec + q) * L.w_ld + k] = from_f<WElem>(to_f(x[q]));
+    }
   }
   for (int e = threadIdx.x; e < rows_blk * U; e += kThreads) {
     const int r = e / U, j = e - r * U;
@@ -149,17 +161,26 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
       if (s + 1 < T_) stage_aux(t - 1, 0, min(g.MC, rows_blk));
     }
   }
+#else
+  __trap();  // never launched below sm_80 (lstm_cuda.cpp plans stepwise there)
+#endif
+}
+
+template <typename T, class E>
+SmemOptIn& opt_in() {
+  static SmemOptIn once;  // one per kernel instantiation
+  return once;
 }
 
 template <typename T, class E>
 cudaError_t occupancy(size_t smem, int* blocks) {
-  return occupancy_of(lstm_bwd_persistent<T, E>, smem, blocks);
+  return occupancy_of(lstm_bwd_persistent<T, E>, opt_in<T, E>(), smem, blocks);
 }
 
 template <typename T, class E>
 cudaError_t launch(const Geom& g, const BwdArgs& a, cudaStream_t s) {
   const size_t smem = make_layout(true, dtype_of<T>(), g).total;
-  return launch_cooperative(lstm_bwd_persistent<T, E>, g, smem, a, s);
+  return launch_cooperative(lstm_bwd_persistent<T, E>, opt_in<T, E>(), g, smem, a, s);
 }
 
 }  // namespace

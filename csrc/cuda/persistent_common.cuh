@@ -32,6 +32,15 @@
 #include "emu/emulate.h"
 #endif
 
+// The persistent kernels need sm_80 (cp.async, bf16 and tf32 wmma). Device
+// code for older GPUs (sm_75 in TORCH_CUDA_ARCH_LIST) keeps only the stepwise
+// kernels; the binding never plans the persistent path there.
+#if defined(CHARRNN_EMULATE) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define CHARRNN_PERSISTENT_ARCH 1
+#else
+#define CHARRNN_PERSISTENT_ARCH 0
+#endif
+
 namespace charrnn_fast::cuda::detail {
 
 namespace wmma = nvcuda::wmma;
@@ -73,14 +82,19 @@ __device__ __forceinline__ void cp_async_wait() {
 // A monotonically increasing counter, zeroed on the stream before the launch:
 // after its phase-k arrival a block waits until the counter reaches
 // (k + 1) * parties. No reset inside the launch, so no second barrier is
-// needed to protect a reset. Release on arrival, acquire on the wait; the
-// bar.sync on each side extends the ordering to the whole block. The kernels
-// keep one counter per batch slice: only the blocks that share batch rows
-// exchange data, so only they need to meet.
+// needed to protect a reset. The kernels keep one counter per batch slice
+// (kCounterStride apart, so that slices do not share an L2 sector): only the
+// blocks that share batch rows exchange data, so only they need to meet.
+// Ordering: bar.sync orders the block's writes before thread 0's arrival, a
+// release reduction publishes them at gpu scope; the waiter polls relaxed and
+// fences once (fence.acq_rel after a relaxed read is an acquire pattern of the
+// PTX memory model), then bar.sync extends the acquire to the whole block. No
+// __threadfence (fence.sc) on either side: the release and the acquire fence
+// already order the exchange, and an ld.acquire per poll would invalidate L1
+// on every iteration.
 __device__ __forceinline__ void grid_arrive(unsigned* counter) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
     asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(1u)
                  : "memory");
   }
@@ -90,9 +104,9 @@ __device__ __forceinline__ void grid_wait(const unsigned* counter, unsigned targ
   if (threadIdx.x == 0) {
     unsigned v;
     do {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(counter) : "memory");
+      asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(counter) : "memory");
     } while (v < target);
-    __threadfence();
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
   }
   __syncthreads();
 }
@@ -111,6 +125,37 @@ __device__ __forceinline__ void stage_rows(unsigned char* dst, int dst_row,
     cp_async8(dst + r * dst_row + s * seg_bytes + p * 8, src + r * src_row + s * src_seg + p * 8);
   }
 }
+
+// ------------------------------------------------- wmma loads from shared memory
+// wmma::load_matrix_sync takes a generic pointer. NVVM proves it shared for
+// fp16 and emits wmma.load...shared (LDSM in SASS), but not for bf16 and tf32,
+// where it becomes 8 generic LD.E per tile. These overloads say .shared in the
+// PTX for the fragments the engines load; other fragments use wmma's own load.
+template <class Frag, class E>
+__device__ __forceinline__ void load_smem(Frag& f, const E* p, unsigned ldm) {
+  wmma::load_matrix_sync(f, p, ldm);
+}
+
+#if !defined(CHARRNN_EMULATE) && CHARRNN_PERSISTENT_ARCH
+#define CHARRNN_WMMA_LD_SHARED(FRAG, ELEM, PTX)                                             \
+  __device__ __forceinline__ void load_smem(FRAG& f, const ELEM* p, unsigned ldm) {        \
+    static_assert(sizeof(f.x) == 16, "four 32-bit registers per fragment");                \
+    unsigned* r = reinterpret_cast<unsigned*>(f.x);                                        \
+    asm volatile(PTX " {%0, %1, %2, %3}, [%4], %5;\n"                                      \
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                          \
+                 : "r"(smem_addr(p)), "r"(ldm)                                             \
+                 : "memory");                                                              \
+  }
+using FragABf16 = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
+using FragBBf16 = wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major>;
+using FragATf32 = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+using FragBTf32 = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+CHARRNN_WMMA_LD_SHARED(FragABf16, __nv_bfloat16, "wmma.load.a.sync.aligned.row.m16n16k16.shared.bf16")
+CHARRNN_WMMA_LD_SHARED(FragBBf16, __nv_bfloat16, "wmma.load.b.sync.aligned.col.m16n16k16.shared.bf16")
+CHARRNN_WMMA_LD_SHARED(FragATf32, float, "wmma.load.a.sync.aligned.row.m16n16k8.shared.tf32")
+CHARRNN_WMMA_LD_SHARED(FragBTf32, float, "wmma.load.b.sync.aligned.col.m16n16k8.shared.tf32")
+#undef CHARRNN_WMMA_LD_SHARED
+#endif
 
 // ------------------------------------------------------------- conversions
 template <typename T>
@@ -158,8 +203,8 @@ struct Half {
                              const WElem* w, int ldw) {
     wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-    wmma::load_matrix_sync(fa, a, lda);
-    wmma::load_matrix_sync(fb, w, ldw);
+    load_smem(fa, a, lda);
+    load_smem(fb, w, ldw);
     wmma::mma_sync(acc, fa, fb, acc);
   }
 };
@@ -172,13 +217,15 @@ struct Bf16HiLo {
   // a: hi tile; a + a_split: the lo tile of the same rows and columns.
   __device__ static void mma(Acc& acc, const AElem* a, int lda, int a_split, const WElem* w,
                              int ldw) {
+#if CHARRNN_PERSISTENT_ARCH  // bf16 fragments exist from sm_80
     wmma::fragment<wmma::matrix_a, 16, 16, 16, AElem, wmma::row_major> hi, lo;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, WElem, wmma::col_major> fb;
-    wmma::load_matrix_sync(lo, a + a_split, lda);
-    wmma::load_matrix_sync(hi, a, lda);
-    wmma::load_matrix_sync(fb, w, ldw);
+    load_smem(lo, a + a_split, lda);
+    load_smem(hi, a, lda);
+    load_smem(fb, w, ldw);
     wmma::mma_sync(acc, lo, fb, acc);  // small term first
     wmma::mma_sync(acc, hi, fb, acc);
+#endif
   }
 };
 
@@ -202,8 +249,8 @@ struct Tf32 {
                              const WElem* w, int ldw) {
     wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> ab, as;
     wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> bb, bs;
-    wmma::load_matrix_sync(ab, a, lda);
-    wmma::load_matrix_sync(bb, w, ldw);
+    load_smem(ab, a, lda);
+    load_smem(bb, w, ldw);
     split(ab, as);
     if constexpr (kSplitW) {
       split(bb, bs);
@@ -251,11 +298,15 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
     cp_async_commit();
   };
 
-  typename E::Acc acc[kMaxItems];
+  // Two accumulators per item, for alternate k-steps: a warp with one item
+  // would otherwise chain every mma of the step on the previous one's result
+  // (up to 96 for 3xTF32 at H = 512); they are summed once at the end.
+  typename E::Acc acc[kMaxItems][2];
   int item_m[kMaxItems], item_n[kMaxItems], item_k[kMaxItems];
 #pragma unroll
   for (int i = 0; i < kMaxItems; ++i) {
-    wmma::fill_fragment(acc[i], 0.f);
+    wmma::fill_fragment(acc[i][0], 0.f);
+    wmma::fill_fragment(acc[i][1], 0.f);
     const int it = warp + i * kWarps;
     item_n[i] = it % ntiles;
     item_m[i] = (it / ntiles) % mtiles;
@@ -273,15 +324,19 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
     }
     __syncthreads();
     const AElem* a_buf = As + (kc & 1) * stage;
-    // k-tile loop outside, items inside: the items' accumulator chains are
-    // independent, which gives the tensor pipe several mmas in flight.
-    for (int kk = 0; kk < kt_per_chunk; kk += KS) {
+    // k-tile loop outside (two k-steps per trip, one per accumulator), items
+    // inside: all these accumulator chains are independent, which gives the
+    // tensor pipe several mmas in flight.
+    for (int kk = 0; kk < kt_per_chunk; kk += 2 * KS) {
 #pragma unroll
-      for (int i = 0; i < kMaxItems; ++i) {
-        const int kt = kk + item_k[i];
-        if (warp + i * kWarps < nitems && kt < kt_per_chunk) {
-          E::mma(acc[i], a_buf + item_m[i] * 16 * a_ld + kt * E::KT, a_ld, MC * a_ld,
-                 Ws + item_n[i] * 16 * w_ld + kc * KC + kt * E::KT, w_ld);
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int i = 0; i < kMaxItems; ++i) {
+          const int kt = kk + h * KS + item_k[i];
+          if (warp + i * kWarps < nitems && kt < kt_per_chunk) {
+            E::mma(acc[i][h], a_buf + item_m[i] * 16 * a_ld + kt * E::KT, a_ld, MC * a_ld,
+                   Ws + item_n[i] * 16 * w_ld + kc * KC + kt * E::KT, w_ld);
+          }
         }
       }
     }
@@ -290,8 +345,10 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
 #pragma unroll
   for (int i = 0; i < kMaxItems; ++i) {
     if (warp + i * kWarps < nitems) {
+#pragma unroll
+      for (int e = 0; e < acc[i][0].num_elements; ++e) acc[i][0].x[e] += acc[i][1].x[e];
       wmma::store_matrix_sync(P + (item_k[i] * MC + item_m[i] * 16) * p_ld + item_n[i] * 16,
-                              acc[i], p_ld, wmma::mem_row_major);
+                              acc[i][0], p_ld, wmma::mem_row_major);
     }
   }
   __syncthreads();
@@ -303,35 +360,6 @@ __device__ __forceinline__ float sum_partials(const float* P, int p_ld, int MC, 
   float s = 0.f;
   for (int k = 0; k < KS; ++k) s += P[(k * MC + r) * p_ld + n];
   return s;
-}
-
-// Occupancy query and cooperative launch, shared by the forward and the
-// backward kernel: both opt in to `smem` bytes of dynamic shared memory first.
-template <typename Kernel>
-cudaError_t occupancy_of(Kernel k, size_t smem, int* blocks) {
-  cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-  if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, k, kThreads, smem);
-}
-
-template <typename Kernel, typename Args>
-cudaError_t launch_cooperative(Kernel k, const Geom& g, size_t smem, const Args& a,
-                               cudaStream_t s) {
-  cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-  if (err != cudaSuccess) return err;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(g.n_us * g.n_bs);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;  // all blocks co-resident, or an error
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, k, a, g);
 }
 
 }  // namespace charrnn_fast::cuda::detail

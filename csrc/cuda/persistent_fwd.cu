@@ -20,6 +20,7 @@
 // Legend: T steps, B batch, H hidden units, G = 4H, U units per block,
 // N = 4U output columns per block (column gate * U + j is unit u0 + j of gate).
 #include "persistent_common.cuh"
+#include "persistent_launch.cuh"
 
 namespace charrnn_fast::cuda {
 namespace {
@@ -28,6 +29,7 @@ using namespace detail;
 
 template <typename T, class E>
 __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Geom g) {
+#if CHARRNN_PERSISTENT_ARCH
   unsigned char* smem = dynamic_smem();
   using AElem = typename E::AElem;
   using WElem = typename E::WElem;
@@ -44,7 +46,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
   const long long Bp = (B + 15) / 16 * 16;
   const int u0 = (blockIdx.x % g.n_us) * U;
   const int b0 = (blockIdx.x / g.n_us) * g.BS;
-  unsigned* counter = a.counter + blockIdx.x / g.n_us;  // this batch slice's barrier
+  unsigned* counter = a.counter + (blockIdx.x / g.n_us) * kCounterStride;  // this slice's
   const int rows_blk = min(g.BS, B - b0);
   const T* gx = static_cast<const T*>(a.gx);
   const T* w = static_cast<const T*>(a.w_hh);
@@ -122,17 +124,26 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
       stage_gx(t + 1, 0, min(g.MC, rows_blk));  // independent of other blocks: before the wait
     }
   }
+#else
+  __trap();  // never launched below sm_80 (lstm_cuda.cpp plans stepwise there)
+#endif
+}
+
+template <typename T, class E>
+SmemOptIn& opt_in() {
+  static SmemOptIn once;  // one per kernel instantiation
+  return once;
 }
 
 template <typename T, class E>
 cudaError_t occupancy(size_t smem, int* blocks) {
-  return occupancy_of(lstm_fwd_persistent<T, E>, smem, blocks);
+  return occupancy_of(lstm_fwd_persistent<T, E>, opt_in<T, E>(), smem, blocks);
 }
 
 template <typename T, class E>
 cudaError_t launch(const Geom& g, const FwdArgs& a, cudaStream_t s) {
   const size_t smem = make_layout(false, dtype_of<T>(), g).total;
-  return launch_cooperative(lstm_fwd_persistent<T, E>, g, smem, a, s);
+  return launch_cooperative(lstm_fwd_persistent<T, E>, opt_in<T, E>(), g, smem, a, s);
 }
 
 }  // namespace

@@ -173,6 +173,56 @@ def test_inference_matches_training_forward(path, monkeypatch):
     assert torch.equal(y0, y1) and torch.equal(c0, c1)
 
 
+def _at_offset(t: Tensor) -> Tensor:
+    """t's values in a contiguous view one element into its storage (x[1:] of a flat buffer)."""
+    buf = torch.empty(t.numel() + 1, device=t.device, dtype=t.dtype)
+    view = buf[1:].view(t.shape)
+    view.copy_(t)
+    return view
+
+
+def _op_run_at_offsets(a: dict[str, Tensor]) -> dict[str, Tensor]:
+    """lstm_fwd / lstm_bwd with every input, forward outputs included, misaligned."""
+    s = {k: _at_offset(v) for k, v in a.items()}
+    y, c_all, gates = OPS.lstm_fwd(s["gx"], s["w"], s["h0"], s["c0"], True)
+    c_all_s, gates_s = _at_offset(c_all), _at_offset(gates)
+    dgx, dw, dh0, dc0 = OPS.lstm_bwd(
+        s["dy"], s["dhT"], s["dcT"], s["w"], y, c_all_s, gates_s, s["h0"]
+    )
+    out = {"y": y, "c_all": c_all, "gates": gates, "dgx": dgx, "dw": dw, "dh0": dh0, "dc0": dc0}
+    return {k: v.detach().double() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("path", ["auto", "stepwise"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_inputs_at_storage_offsets(path, dtype, monkeypatch):
+    # Misaligned for the persistent kernels' 8/16-byte vector loads: auto falls
+    # back to stepwise (a misaligned access would kill the CUDA context).
+    T, B, H = 9, 5, 128
+    a = _op_inputs(T, B, H, dtype, seed=6)
+    truth = _op_run(reference.lstm_fwd, reference.lstm_bwd, {k: v.double() for k, v in a.items()})
+    plain = _op_run(reference.lstm_fwd, reference.lstm_bwd, a)
+    monkeypatch.setenv(ENV, path)
+    got = _op_run_at_offsets(a)
+    _assert_calibrated(got, truth, [plain, _op_cudnn(a)], dtype, f"{path} {dtype} at offsets")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forced_persistent_on_misaligned_input_raises(dtype, monkeypatch):
+    T, B, H = 9, 5, 128
+    a = _op_inputs(T, B, H, dtype, seed=7)
+    monkeypatch.setenv(ENV, _env("persistent", T, B, H, dtype))
+    with pytest.raises(RuntimeError, match="gx is not aligned"):
+        OPS.lstm_fwd(_at_offset(a["gx"]), a["w"], a["h0"], a["c0"], True)
+    with pytest.raises(RuntimeError, match="w_hh is not aligned"):
+        OPS.lstm_fwd(a["gx"], _at_offset(a["w"]), a["h0"], a["c0"], True)
+    y, c_all, gates = OPS.lstm_fwd(a["gx"], a["w"], a["h0"], a["c0"], True)
+    if "bwd=persistent" in _plan(T, B, H, dtype):
+        with pytest.raises(RuntimeError, match="dy is not aligned"):
+            OPS.lstm_bwd(_at_offset(a["dy"]), a["dhT"], a["dcT"], a["w"], y, c_all, gates, a["h0"])
+    torch.cuda.synchronize()  # the refusals left the context usable
+
+
 def test_awkward_hidden_size_runs_stepwise(monkeypatch):
     # H not a multiple of 16: auto picks the stepwise path; forcing persistent says why not.
     plan = _plan(9, 5, 100, torch.float32)

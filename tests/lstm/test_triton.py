@@ -27,7 +27,27 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 GPU = torch.cuda.is_available() and not INTERPRET
 if not (INTERPRET or GPU):
     pytest.skip("needs TRITON_INTERPRET=1 or a CUDA GPU", allow_module_level=True)
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+
+
+def _version(v: str) -> tuple[int, int]:
+    major, minor = v.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+# triton-lang/triton#9171: the interpreter converts 1-element arrays to Python
+# ints with int(array), which numpy >= 2.4 refuses ("only 0-dimensional arrays
+# can be converted to Python scalars"). Present in triton 3.6.0, fixed by 3.8.0.
+if INTERPRET and _version(triton.__version__) < (3, 7):
+    import numpy
+
+    if _version(numpy.__version__) >= (2, 4):
+        pytest.skip(
+            f"triton {triton.__version__}'s interpreter fails with numpy {numpy.__version__} "
+            "(triton-lang/triton#9171, int() of a 1-element array; fixed in triton 3.8): "
+            "use numpy < 2.4 or a newer triton to run these tests under TRITON_INTERPRET=1",
+            allow_module_level=True,
+        )
 
 import charrnn_fast  # noqa: E402
 from charrnn_fast import backends  # noqa: E402

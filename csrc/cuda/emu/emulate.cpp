@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "include/cuda_runtime.h"
@@ -60,6 +62,13 @@ void* thread_main(void* p) {
 }  // namespace
 
 unsigned char* block_smem() { return tl_block->smem; }
+
+int& smem_limit(const void* kernel) {
+  static std::mutex mu;
+  static std::map<const void*, int> limits;
+  const std::lock_guard<std::mutex> lock(mu);
+  return limits[kernel];  // std::map: references stay valid
+}
 
 void defer_copy(void* dst, const void* src, int bytes) {
   auto* d = static_cast<unsigned char*>(dst);
@@ -112,6 +121,16 @@ void run_grid(unsigned blocks, unsigned threads, size_t smem, const std::functio
 }
 
 }  // namespace charrnn_emu
+
+// One emulated device, with an H100's opt-in shared memory per block.
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int /*device*/) {
+  *value = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? 232448 : 0;
+  return cudaSuccess;
+}
 
 void __syncthreads() { charrnn_emu::tl_block->bar->arrive_and_wait(); }
 void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }

@@ -5,15 +5,19 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cassert>
 #include <cmath>
+#include <cstdint>
 #include <cstddef>
 #include <functional>
 
 #define __launch_bounds__(...)
 
 inline int min(int a, int b) { return a < b ? a : b; }
+// Vector loads (uint4) need their natural alignment on the GPU.
 template <class T>
 inline T __ldg(const T* p) {
+  assert(reinterpret_cast<uintptr_t>(p) % alignof(T) == 0 && "__ldg pointer misaligned");
   return *p;
 }
 
@@ -30,8 +34,16 @@ namespace charrnn_emu {
 void run_grid(unsigned blocks, unsigned threads, size_t smem, const std::function<void()>& body);
 }  // namespace charrnn_emu
 
+namespace charrnn_emu {
+// The kernel's cudaFuncAttributeMaxDynamicSharedMemorySize (0: never set).
+int& smem_limit(const void* kernel);
+}  // namespace charrnn_emu
+
 template <class T>
-cudaError_t cudaFuncSetAttribute(T*, cudaFuncAttribute, int) {
+cudaError_t cudaFuncSetAttribute(T* k, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    charrnn_emu::smem_limit(reinterpret_cast<const void*>(k)) = value;
+  }
   return cudaSuccess;
 }
 
@@ -48,6 +60,11 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* cfg, void (*k)(Exp...),
     cooperative |= cfg->attrs[i].id == cudaLaunchAttributeCooperative && cfg->attrs[i].val.cooperative;
   }
   if (!cooperative) return cudaErrorInvalidValue;  // the persistent kernels need co-residency
+  // Above 48 KB of dynamic shared memory a kernel must have opted in.
+  if (cfg->dynamicSmemBytes > 48 * 1024 &&
+      int(cfg->dynamicSmemBytes) > charrnn_emu::smem_limit(reinterpret_cast<const void*>(k))) {
+    return cudaErrorInvalidValue;
+  }
   charrnn_emu::run_grid(cfg->gridDim.x, cfg->blockDim.x, cfg->dynamicSmemBytes,
                         [&] { k(args...); });
   return cudaSuccess;

@@ -1,8 +1,13 @@
 // Mock of <mma.h> (nvcuda::wmma) for the CPU emulation: a fragment holds the
 // whole tile, row-major, in every thread; loads and stores check wmma's
 // pointer alignment (32 B) and leading-dimension (16 B) rules, and tf32 mmas
-// check that their operands were converted with __float_to_tf32.
+// check that their operands were converted with __float_to_tf32. A store is
+// done by lane 0 of the warp alone: on the GPU each lane writes its own part of
+// the tile, so 32 threads writing the whole tile would be a race (ThreadSanitizer
+// reports it) that the hardware does not have.
 #pragma once
+
+#include "cuda_runtime.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -74,6 +79,7 @@ void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f,
   check_access(p, ldm, 4);
   assert(layout == mem_row_major);
   (void)layout;
+  if (threadIdx.x % 32 != 0) return;
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) p[r * ldm + c] = f.x[r * N + c];
 }
