@@ -17,6 +17,7 @@ from torch import Tensor
 
 from charrnn_fast import backends
 from charrnn_fast.autograd import LSTMRecurrence
+from charrnn_fast.backends.cpu import aten_forward_serves
 
 
 def _check_inputs(
@@ -108,7 +109,15 @@ def lstm(
 
     # The casts are done: autocast must not re-cast the input GEMMs inside.
     with torch.autocast(dev, enabled=False) if autocast else contextlib.nullcontext():
-        out, h_n, c_n = _layers(x, hx, weights, num_layers, bias, D, dropout, training, backend)
+        if aten_forward_serves(x, hx, weights, backend):
+            # Forward only, where ATen's fused LSTM is faster (see cpu.py).
+            out, h_n, c_n = torch._VF.lstm(
+                x, hx, weights, bias, num_layers, float(dropout), training, D == 2, False
+            )
+        else:
+            out, h_n, c_n = _layers(
+                x, hx, weights, num_layers, bias, D, dropout, training, backend
+            )
     if batch_first:
         out = out.transpose(0, 1)
     if not batched:

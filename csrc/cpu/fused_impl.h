@@ -28,6 +28,11 @@ typedef int32_t vi __attribute__((vector_size(VW * 4)));
 
 // A broadcast. s - 0 is s for every s (-0.0f included), so the compiler drops
 // the subtraction; vf{} + s would have to keep an addition (-0 + 0 = +0).
+template <int N>
+struct Int {
+  static constexpr int value = N;
+};
+
 FUSED_INLINE vf splat(float s) { return s - vf{}; }
 
 FUSED_INLINE vf load(const float* p) {
@@ -130,17 +135,29 @@ FUSED_INLINE void step_rows(const LstmStepArgs& s, int64_t r0, int64_t jb0, int6
 
 constexpr int kStepRows = VW == 16 ? 6 : 2;  // rows per tile: 4*MR accumulators
 
+// Calls f(std::integral_constant<int, mr>) for the tile height mr in 1..R that
+// splits `left` rows into equal tiles: 25 rows are 5 tiles of 5, not 4 of 6
+// and a single row (which streams the weights as often as a whole tile).
+template <int R, typename F>
+FUSED_INLINE int64_t balanced_tile(int64_t left, const F& f) {
+  const int64_t tiles = (left + R - 1) / R, mr = (left + tiles - 1) / tiles;
+  switch (mr) {
+    case 6: if constexpr (R >= 6) f(Int<6>{}); break;
+    case 5: if constexpr (R >= 5) f(Int<5>{}); break;
+    case 4: if constexpr (R >= 4) f(Int<4>{}); break;
+    case 3: if constexpr (R >= 3) f(Int<3>{}); break;
+    case 2: if constexpr (R >= 2) f(Int<2>{}); break;
+    default: f(Int<1>{}); break;
+  }
+  return mr;
+}
+
 void lstm_step(const LstmStepArgs& s) {
   const int64_t nblocks = (s.H + VW - 1) / VW;
-  int64_t r = 0;
-  for (; r + kStepRows <= s.rows; r += kStepRows) step_rows<kStepRows>(s, r, 0, nblocks);
-  switch (s.rows - r) {
-    case 5: step_rows<5 % kStepRows == 5 ? 5 : 1>(s, r, 0, nblocks); break;
-    case 4: step_rows<4 % kStepRows == 4 ? 4 : 1>(s, r, 0, nblocks); break;
-    case 3: step_rows<3 % kStepRows == 3 ? 3 : 1>(s, r, 0, nblocks); break;
-    case 2: step_rows<2 % kStepRows == 2 ? 2 : 1>(s, r, 0, nblocks); break;
-    case 1: step_rows<1>(s, r, 0, nblocks); break;
-    default: break;
+  for (int64_t r = 0; r < s.rows;) {
+    r += balanced_tile<kStepRows>(s.rows - r, [&](auto mr) {
+      step_rows<decltype(mr)::value>(s, r, 0, nblocks);
+    });
   }
 }
 
@@ -180,16 +197,10 @@ FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t nblocks) {
 
 void gemm(const GemmArgs& g) {
   const int64_t nblocks = (g.N + VW - 1) / VW;
-  constexpr int R = VW == 16 ? 6 : 3;
-  int64_t r = 0;
-  for (; r + R <= g.rows; r += R) gemm_rows<R>(g, r, nblocks);
-  switch (g.rows - r) {
-    case 5: gemm_rows<5 % R == 5 ? 5 : 1>(g, r, nblocks); break;
-    case 4: gemm_rows<4 % R == 4 ? 4 : 1>(g, r, nblocks); break;
-    case 3: gemm_rows<3 % R == 3 ? 3 : 1>(g, r, nblocks); break;
-    case 2: gemm_rows<2>(g, r, nblocks); break;
-    case 1: gemm_rows<1>(g, r, nblocks); break;
-    default: break;
+  for (int64_t r = 0; r < g.rows;) {
+    r += balanced_tile<VW == 16 ? 6 : 3>(g.rows - r, [&](auto mr) {
+      gemm_rows<decltype(mr)::value>(g, r, nblocks);
+    });
   }
 }
 
