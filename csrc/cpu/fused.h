@@ -32,6 +32,9 @@ struct LstmStepArgs {
   int64_t ldh;
   float* act;
   int64_t ldact;
+  // Unit blocks (of VW units) [jb0, jb1) only, -1 = all: threads that share
+  // rows split the units instead.
+  int64_t jb0 = 0, jb1 = -1;
 };
 
 // out[r, 0:N] = a[r, 0:K] . W^T (+ bias[0:N]); W [N, K] in column panels `wp`.
@@ -43,6 +46,7 @@ struct GemmArgs {
   const float* bias;  // [N] or nullptr
   float* out;
   int64_t ldo;
+  int64_t jb0 = 0, jb1 = -1;  // column blocks (of VW columns) [jb0, jb1) only, -1 = all
 };
 
 // out[m, 0:N] (+)= sum_k a[k, m] b[k, 0:N] for m in [m0, m1): A^T B with A

@@ -153,10 +153,10 @@ FUSED_INLINE int64_t balanced_tile(int64_t left, const F& f) {
 }
 
 void lstm_step(const LstmStepArgs& s) {
-  const int64_t nblocks = (s.H + VW - 1) / VW;
+  const int64_t jb1 = s.jb1 < 0 ? (s.H + VW - 1) / VW : s.jb1;
   for (int64_t r = 0; r < s.rows;) {
     r += balanced_tile<kStepRows>(s.rows - r, [&](auto mr) {
-      step_rows<decltype(mr)::value>(s, r, 0, nblocks);
+      step_rows<decltype(mr)::value>(s, r, s.jb0, jb1);
     });
   }
 }
@@ -188,18 +188,18 @@ FUSED_INLINE void gemm_tile(const GemmArgs& g, int64_t r0, int64_t jb) {
 }
 
 template <int MR>
-FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t nblocks) {
+FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t jb0, int64_t jb1) {
   constexpr int NB = VW == 16 ? (MR >= 3 ? 4 : 8) : (MR >= 3 ? 2 : 4);
-  int64_t jb = 0;
-  for (; jb + NB <= nblocks; jb += NB) gemm_tile<MR, NB>(g, r0, jb);
-  for (; jb < nblocks; ++jb) gemm_tile<MR, 1>(g, r0, jb);
+  int64_t jb = jb0;
+  for (; jb + NB <= jb1; jb += NB) gemm_tile<MR, NB>(g, r0, jb);
+  for (; jb < jb1; ++jb) gemm_tile<MR, 1>(g, r0, jb);
 }
 
 void gemm(const GemmArgs& g) {
-  const int64_t nblocks = (g.N + VW - 1) / VW;
+  const int64_t jb1 = g.jb1 < 0 ? (g.N + VW - 1) / VW : g.jb1;
   for (int64_t r = 0; r < g.rows;) {
     r += balanced_tile<VW == 16 ? 6 : 3>(g.rows - r, [&](auto mr) {
-      gemm_rows<decltype(mr)::value>(g, r, nblocks);
+      gemm_rows<decltype(mr)::value>(g, r, g.jb0, jb1);
     });
   }
 }

@@ -23,6 +23,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
@@ -135,11 +137,14 @@ void backward_rows(const at::Tensor& dy, const at::Tensor& w_t, const at::Tensor
   dh.narrow(0, b0, nb).copy_(dh_rows);
 }
 
-// The fused fp32 forward (fused.h): rows [b0, b1), all T steps. wp: W_hh in
-// gate panels.
-void forward_rows_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const at::Tensor& gx,
-                        const at::Tensor& h0, bool training, const Dims& d, at::Tensor& y,
-                        at::Tensor& c_all, at::Tensor& gates, int64_t b0, int64_t b1) {
+// The fused fp32 forward (fused.h): rows [b0, b1) and unit blocks [jb0, jb1)
+// (-1: all), all T steps. wp: W_hh in gate panels. sync: the threads of an
+// OpenMP team share these rows and split the units, so they meet after every
+// step (the next step's GEMM reads all of h_t).
+void forward_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const at::Tensor& gx,
+                   const at::Tensor& h0, bool training, const Dims& d, at::Tensor& y,
+                   at::Tensor& c_all, at::Tensor& gates, int64_t b0, int64_t b1, int64_t jb0,
+                   int64_t jb1, bool sync) {
   const int64_t B = d.B, H = d.H, G = 4 * d.H;
   const float* gx_p = gx.const_data_ptr<float>();
   float* y_p = y.data_ptr<float>();
@@ -150,19 +155,24 @@ void forward_rows_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const 
     const float* h_prev = t == 0 ? h0.const_data_ptr<float>() + b0 * H : y_p + (row - B) * H;
     k.lstm_step({b1 - b0, H, H, h_prev, H, wp.const_data_ptr<float>(), gx_p + row * G, G,
                  c_p + row * H, c_p + (row + B) * H, H, y_p + row * H, H,
-                 g_p == nullptr ? nullptr : g_p + row * G, G});
+                 g_p == nullptr ? nullptr : g_p + row * G, G, jb0, jb1});
+    if (sync) {
+#pragma omp barrier
+    }
   }
 }
 
-// The fused fp32 backward: rows [b0, b1), all T steps in reverse. wp: W_hh
-// in column panels of its transpose ([H, 4H]).
-void backward_rows_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const at::Tensor& dy,
-                         const at::Tensor& c_all, const at::Tensor& gates, const Dims& d,
-                         at::Tensor& dgx, at::Tensor& dh, at::Tensor& dc, int64_t b0,
-                         int64_t b1) {
-  const int64_t B = d.B, H = d.H, G = 4 * d.H, nb = b1 - b0;
-  at::Tensor dh_rows = dh.narrow(0, b0, nb).clone();  // [nb, H], gradient wrt h_t
-  float* dh_p = dh_rows.data_ptr<float>();
+// The fused fp32 backward: rows [b0, b1), units [j0, j1), all T steps in
+// reverse. dh [B, H] enters as dhT and leaves as dh0 (dc likewise). wp: W_hh
+// in column panels of its transpose ([H, 4H]). sync: as for forward_fused;
+// one meeting per step, between the pointwise pass (which writes this step's
+// dgates for our units) and dh_{t-1} = dgates W_hh (which reads all of them).
+void backward_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const at::Tensor& dy,
+                    const at::Tensor& c_all, const at::Tensor& gates, const Dims& d,
+                    at::Tensor& dgx, at::Tensor& dh, at::Tensor& dc, int64_t b0, int64_t b1,
+                    int64_t j0, int64_t j1, bool sync) {
+  const int64_t B = d.B, H = d.H, G = 4 * d.H, nb = b1 - b0, vw = k.vw;
+  float* dh_p = dh.data_ptr<float>() + b0 * H;
   float* dc_p = dc.data_ptr<float>() + b0 * H;
   const float* act_p = gates.const_data_ptr<float>();
   const float* dy_p = dy.const_data_ptr<float>();
@@ -173,12 +183,23 @@ void backward_rows_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const
     for (int64_t b = 0; b < nb; ++b) {
       cpu::bwd_row<float>(act_p + (row + b) * G, c_p + (row + b) * H, c_p + (row + B + b) * H,
                           dy_p + (row + b) * H, dh_p + b * H, dc_p + b * H,
-                          dg_p + (row + b) * G, H, 0, H);
+                          dg_p + (row + b) * G, H, j0, j1);
     }
-    // dh_{t-1} = dgates_t W_hh
-    k.gemm({nb, H, G, dg_p + row * G, G, wp.const_data_ptr<float>(), nullptr, dh_p, H});
+    if (sync) {
+#pragma omp barrier
+    }
+    // dh_{t-1}[:, j0:j1] = dgates_t W_hh[:, j0:j1]
+    k.gemm({nb, H, G, dg_p + row * G, G, wp.const_data_ptr<float>(), nullptr, dh_p, H, j0 / vw,
+            (j1 + vw - 1) / vw});
   }
-  dh.narrow(0, b0, nb).copy_(dh_rows);
+}
+
+// Few rows for many threads: the threads share all rows and split the units
+// (blocks of VW), meeting once per step; otherwise each thread owns rows.
+int split_units(const cpu::FusedKernels& k, const Dims& d) {
+  const int nt = at::get_num_threads();
+  const int64_t blocks = (d.H + k.vw - 1) / k.vw;
+  return nt > 1 && d.B < 6 * nt && blocks >= 2 * nt ? nt : 0;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cpu(const at::Tensor& gx,
@@ -196,9 +217,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cpu(const at::Tensor& gx
   const cpu::FusedKernels* k = cpu::fused_kernels();
   if (k != nullptr && gx.scalar_type() == at::kFloat && d.T * d.B > 0) {
     const at::Tensor wp = cpu::pack_gates(*k, w_hh, at::Tensor());
-    for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
-      forward_rows_fused(*k, wp, gx, h0, training, d, y, c_all, gates, b0, b1);
-    });
+    if (const int nt = split_units(*k, d)) {
+      const int64_t blocks = (d.H + k->vw - 1) / k->vw;
+#pragma omp parallel num_threads(nt)
+      {
+        const int64_t i = omp_get_thread_num(), n = omp_get_num_threads();
+        forward_fused(*k, wp, gx, h0, training, d, y, c_all, gates, 0, d.B, blocks * i / n,
+                      blocks * (i + 1) / n, n > 1);
+      }
+    } else {
+      for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
+        forward_fused(*k, wp, gx, h0, training, d, y, c_all, gates, b0, b1, 0, -1, false);
+      });
+    }
     return {y, c_all, gates};
   }
   const at::Tensor w = w_hh.to(acc).contiguous();  // [4H, H]
@@ -223,9 +254,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
   const cpu::FusedKernels* k = cpu::fused_kernels();
   if (k != nullptr && dt == at::kFloat && d.T * d.B > 0) {
     const at::Tensor wp = cpu::pack_columns(*k, w_hh, d.H, 4 * d.H, 1, d.H);
-    for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
-      backward_rows_fused(*k, wp, dy, c_all, gates, d, dgx_acc, dh, dc, b0, b1);
-    });
+    if (const int nt = split_units(*k, d)) {
+      const int64_t blocks = (d.H + k->vw - 1) / k->vw;
+#pragma omp parallel num_threads(nt)
+      {
+        const int64_t i = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t j0 = blocks * i / n * k->vw, j1 = std::min(blocks * (i + 1) / n * k->vw, d.H);
+        backward_fused(*k, wp, dy, c_all, gates, d, dgx_acc, dh, dc, 0, d.B, j0, j1, n > 1);
+      }
+    } else {
+      for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
+        backward_fused(*k, wp, dy, c_all, gates, d, dgx_acc, dh, dc, b0, b1, 0, d.H, false);
+      });
+    }
   } else if (d.T * d.B > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "lstm_bwd_cpu", [&] {
       const at::Tensor w_t = w_hh.to(acc).t().contiguous();  // [H, 4H]

@@ -25,10 +25,22 @@ def test_import_does_not_load_dynamo_and_compile_still_gets_allow_rnn():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+SHAPES = [(3, 1, 7), (4, 19, 33), (2, 25, 16), (3, 13, 100), (2, 50, 48), (5, 1, 100), (4, 5, 130)]
+
+
 @fused
-@pytest.mark.parametrize("T,B,H", [(3, 1, 7), (4, 19, 33), (2, 25, 16), (3, 13, 100), (2, 50, 48)])
-def test_fused_fp32_kernels_against_float64(T, B, H):
-    # Odd H (partial vectors), every tile height (B = 1, 13, 19, 25, 50).
+@pytest.mark.parametrize("T,B,H", SHAPES)
+def test_fused_fp32_kernels_against_float64(T, B, H, two_threads):
+    # Odd H (partial vectors), every tile height (B = 1, 13, 19, 25, 50); with
+    # two threads, rows split between them (B >= 12) or units (B < 12, H >= 64).
     g = torch.Generator().manual_seed(0)
     gx, w = torch.randn(T, B, 4 * H, generator=g), torch.randn(4 * H, H, generator=g) * 0.3
     h0, c0 = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
