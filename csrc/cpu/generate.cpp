@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+#include <omp.h>
 
 #include <vector>
 
@@ -110,12 +111,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
   const Sampler sampler{temperature, top_k, top_p, argmax, static_cast<uint64_t>(seed)};
   const int64_t kmax = std::max(E, H) + H;
 
-  // One row per thread block at B = 1; blocks of rows otherwise.
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  // The decode loop on rows [b0, b1). team: the threads of an OpenMP team
+  // share these rows and split the hidden units (and the head's columns); they
+  // meet after copying a layer's inputs (before anyone overwrites that state),
+  // after each layer, after the head and after sampling (one thread samples).
+  const int64_t blocks = (H + k->vw - 1) / k->vw, head_blocks = (V + k->vw - 1) / k->vw;
+  std::vector<int64_t> shared_cur(tok_p, tok_p + B);  // team mode: the current tokens
+  std::vector<float> shared_logits(B * V);
+  auto run = [&](int64_t b0, int64_t b1, int64_t tid, int64_t nt) {
+    const bool team = nt > 1;
     const int64_t nb = b1 - b0;
-    std::vector<float> x(nb * kmax), add(nb * G), logits(nb * V);
+    const int64_t jb0 = blocks * tid / nt, jb1 = blocks * (tid + 1) / nt;
+    const int64_t hb0 = head_blocks * tid / nt, hb1 = head_blocks * (tid + 1) / nt;
+    std::vector<float> x(nb * kmax), add(nb * G), own_logits(team ? 0 : nb * V);
+    float* logits = team ? shared_logits.data() : own_logits.data();
     SamplerScratch scratch(V);
-    std::vector<int64_t> cur(tok_p + b0, tok_p + b1);
+    std::vector<int64_t> own_cur(tok_p + b0, tok_p + b1);
+    int64_t* cur = team ? shared_cur.data() : own_cur.data();
     for (int64_t s = 0; s < steps; ++s) {
       for (int64_t l = 0; l < L; ++l) {
         float* hl = h_p + (l * B + b0) * H;
@@ -140,19 +152,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
           addp = add.data();
           ldadd = G;
         }
+        if (team) {
+#pragma omp barrier
+        }
         k->lstm_step({nb, H, K[l], x.data(), K[l], packed[l].const_data_ptr<float>(), addp,
-                      ldadd, cl, cl, H, hl, H, nullptr, 0});
+                      ldadd, cl, cl, H, hl, H, nullptr, 0, jb0, team ? jb1 : -1});
+        if (team) {
+#pragma omp barrier
+        }
       }
       const float* top = h_p + ((L - 1) * B + b0) * H;
       k->gemm({nb, V, H, top, H, head.const_data_ptr<float>(),
-               head_bias.defined() ? head_bias.const_data_ptr<float>() : nullptr, logits.data(),
-               V});
-      for (int64_t r = 0; r < nb; ++r) {
-        cur[r] = sampler.pick(logits.data() + r * V, V, b0 + r, offset + s, scratch);
-        ids_p[(b0 + r) * steps + s] = cur[r];
+               head_bias.defined() ? head_bias.const_data_ptr<float>() : nullptr, logits, V,
+               hb0, team ? hb1 : -1});
+      if (team) {
+#pragma omp barrier
+      }
+      if (tid == 0) {
+        for (int64_t r = 0; r < nb; ++r) {
+          cur[r] = sampler.pick(logits + r * V, V, b0 + r, offset + s, scratch);
+          ids_p[(b0 + r) * steps + s] = cur[r];
+        }
+      }
+      if (team) {
+#pragma omp barrier
       }
     }
-  });
+  };
+  // Weights beyond L2 (~1 MB) make each token a stream of them from L3 or
+  // memory: with few rows, every thread streams its share of the units.
+  // Otherwise (or with many rows) each thread owns rows and never waits.
+  int64_t weight_bytes = head.numel() * 4;
+  for (const auto& p : packed) weight_bytes += p.numel() * 4;
+  const int nt = at::get_num_threads();
+  if (nt > 1 && B < 6 * nt && blocks >= 2 * nt && weight_bytes > (int64_t{1} << 20)) {
+#pragma omp parallel num_threads(nt)
+    run(0, B, omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { run(b0, b1, 0, 1); });
+  }
   return {ids, h, c};
 }
 

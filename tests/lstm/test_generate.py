@@ -59,6 +59,22 @@ def test_compiled_equals_python_loop(kw, E, bias, L):
     torch.testing.assert_close(ours[2], ref[2], rtol=0, atol=1e-5)
 
 
+@needs_compiled
+@pytest.mark.parametrize("B", [1, 3])
+def test_threads_sharing_rows_of_a_large_model(B):
+    # Weights beyond 1 MB with few rows: the threads split the units (csrc/cpu/generate.cpp).
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kw = dict(B=B, steps=12, L=2, H=272, V=40, seed=5, top_k=20)
+        ours = call(torch.ops.charrnn_fast.lstm_lm_generate, **kw)
+    finally:
+        torch.set_num_threads(before)
+    ref = call(G._generate_python, **kw)
+    assert torch.equal(ours[0], ref[0])
+    torch.testing.assert_close(ours[1], ref[1], rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("fn", ["compiled", "python"])
 def test_same_seed_same_tokens_however_split(fn):
     if fn == "compiled" and not G.compiled_available(torch.device("cpu"), torch.float32):
