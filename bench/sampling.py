@@ -84,10 +84,43 @@ def decoder(
     return compiled if provider == "cpu" else loop
 
 
+def weight_bytes(shape: Shape) -> int:
+    """fp32 bytes a token must read: every W_hh, the W_ih of layers >= 1 (layer 0's
+    one-hot input reads one column of its W_ih), the head."""
+    L, H = shape.layers, shape.hidden
+    return 4 * (L * 4 * H * H + (L - 1) * 4 * H * H + VOCAB * H)
+
+
+_bandwidth: dict[int, float] = {}
+
+
+def read_bandwidth_gbps(nbytes: int, seconds: float = 0.5) -> float:
+    """Best GB/s of summing an fp32 buffer of `nbytes` (warm, at the current thread
+    count): how fast this machine streams data of the weights' size."""
+    if nbytes not in _bandwidth:
+        buf = torch.ones(max(nbytes // 4, 1))
+        buf.sum()
+        best, end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            buf.sum()
+            best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
+        _bandwidth[nbytes] = best
+    return _bandwidth[nbytes]
+
+
 def workload(provider: str, shape: Shape, device: str, seed: int = 0) -> tuple[Callable, str]:
     dec = decoder(provider, shape, device, seed)
     how = "compiled decode loop" if provider == "cpu" else "Python loop, one step per token"
-    return (lambda: dec(shape.seq, False)), f"{how}; one-hot V={VOCAB}, T=1 sampling"
+    note = f"{how}; one-hot V={VOCAB}, T=1 sampling"
+    if providers.device_of(provider, device).type == "cpu":
+        nbytes = weight_bytes(shape)
+        gbps = read_bandwidth_gbps(nbytes)
+        note += (
+            f"; weights {nbytes / 2**20:.1f} MiB, read at {gbps:.0f} GB/s (measured) = "
+            f"{nbytes / gbps / 1e3:.1f} us per step of {shape.batch} token(s)"
+        )
+    return (lambda: dec(shape.seq, False)), note
 
 
 def check(provider: str, baseline: str, shape: Shape, device: str, seed: int = 0) -> str | None:
