@@ -5,13 +5,16 @@ The recurrence is torch.ops.charrnn_fast.lstm_fwd / lstm_bwd; the dispatcher
 routes CPU tensors to csrc/cpu/lstm_cpu.cpp, which checks the arguments
 (csrc/checks.h).
 
-Forward-only calls in float32 (nothing needs a gradient: inference, eval,
-sampling) go to ATen's fused LSTM instead, which on the CPU is oneDNN's RNN
-primitive: measured faster than our loop for a forward alone at every preset
-of bench/run.py (bench/results/), and exactly what nn.LSTM computes. Calls
-that need a gradient (training, or backward in eval mode, which ATen's
-fused path does not save for) run our kernels, as do torch.compile graphs.
-CHARRNN_FAST_CPU_FORWARD=ours runs our kernels for forward-only calls too.
+The drop-in module must never be slower than the nn.LSTM it replaces, so
+float32 calls on the CPU go to ATen's fused LSTM (oneDNN's RNN primitive,
+exactly what nn.LSTM computes) where that was measured faster
+(bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
+gradient: inference, eval, sampling), and calls that need gradients except
+where our kernels win (`_ours_wins_training`: small H and enough rows for
+every thread to own row tiles). A call that needs gradients in eval mode runs
+ATen with train=True and no dropout, so backward works as in training.
+torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
+CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -56,22 +59,32 @@ def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     return F.linear(x, w_ih, b)
 
 
-def aten_forward_serves(
-    x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor], backend: str | None
-) -> bool:
-    """Whether a whole-stack call on x[T,B,I] runs ATen's fused LSTM (forward only)."""
-    if torch.is_grad_enabled() and (
-        x.requires_grad or any(t.requires_grad for t in (*hx, *weights))
-    ):
-        return False
+def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
+    """Whether our kernels beat ATen's fused LSTM for a call that needs gradients,
+    by the measurements in bench/results/ (see the module docstring)."""
+    return H <= 256 and 12 * torch.get_num_threads() <= B
+
+
+def aten_serves(
+    x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor], backend: str | None,
+    needs_grad: bool,
+) -> bool:  # fmt: skip
+    """Whether a whole-stack call on x[T,B,I] runs ATen's fused LSTM (see the module
+    docstring): CPU float32 with oneDNN, the `cpu` backend, not under torch.compile;
+    forward-only calls always, calls that need gradients where ours is slower."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling():
         return False
     if not torch.backends.mkldnn.is_available() or not torch._C._get_mkldnn_enabled():
         return False  # without oneDNN, ATen's CPU LSTM is a plain loop: ours is faster
-    if os.environ.get("CHARRNN_FAST_CPU_FORWARD", "auto") == "ours":
+    if (backends_requested(backend) or "cpu") != "cpu" or _why_not(x, weights[1]) is not None:
         return False
-    name = backends_requested(backend)
-    return (name or "cpu") == "cpu" and _why_not(x, weights[1]) is None
+    if not needs_grad:
+        return os.environ.get("CHARRNN_FAST_CPU_FORWARD", "auto") != "ours"
+    choice = os.environ.get("CHARRNN_FAST_CPU_TRAIN", "auto")
+    if choice in ("ours", "aten"):
+        return choice == "aten"
+    T, B = x.shape[:2]
+    return not _ours_wins_training(T, B, weights[1].shape[1], len(hx[0]))
 
 
 BACKEND = Backend(
@@ -81,7 +94,8 @@ BACKEND = Backend(
     _why_not,
     "fused C++ time loop (csrc/cpu/; fp32 kernels: "
     + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
-    + "), oneDNN input projection; fp32 forward-only calls run ATen's fused LSTM "
-    "(oneDNN RNN primitive), faster there",
+    + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
+    "primitive) where it is faster: forward-only calls, and training calls unless "
+    "H <= 256 and B >= 12 x threads",
     project=_project,
 )

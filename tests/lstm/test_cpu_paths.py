@@ -10,7 +10,7 @@ from torch import nn
 
 import charrnn_fast
 from charrnn_fast import _ops
-from charrnn_fast.backends import reference
+from charrnn_fast.backends import cpu, reference
 
 fused = pytest.mark.skipif(_ops.cpu_vector_width() == 0, reason="no AVX2/AVX-512 fused kernels")
 
@@ -69,7 +69,13 @@ def test_mm_tn(K, M, N):
         torch.ops.charrnn_fast.mm_tn(a, b[1:])
 
 
-def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval():
+@pytest.fixture
+def auto(monkeypatch):
+    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "auto")
+
+
+def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval(auto):
     torch.manual_seed(0)
     ref = nn.LSTM(6, 10, 2)
     ours = charrnn_fast.from_torch(ref, backend="cpu").eval()
@@ -77,13 +83,32 @@ def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval():
     with torch.no_grad():
         # The same ATen call as nn.LSTM: bit for bit the same result.
         assert torch.equal(ours(x)[0], ref.eval()(x)[0])
-    # A gradient is needed: our kernels, in eval mode too (cuDNN-free contract).
+    # A gradient is needed in eval mode: backward works (ATen with train=True and
+    # no dropout at this size, our kernels elsewhere).
     xg = x.clone().requires_grad_()
     y, _ = ours(xg)
     y.sum().backward()
     ref_x = x.clone().requires_grad_()
     ref(ref_x)[0].sum().backward()
     torch.testing.assert_close(xg.grad, ref_x.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_training_calls_choose_by_shape(auto, monkeypatch):
+    # Few rows: ATen (its per-step sync costs less than idle threads); many rows
+    # of a small H: our kernels. Overrides and an explicit other backend win.
+    torch.manual_seed(0)
+    ref = nn.LSTM(6, 10, 2)
+    ours = charrnn_fast.from_torch(ref, backend="cpu").train()
+    few, many = torch.randn(5, 2, 6), torch.randn(5, 12 * torch.get_num_threads(), 6)
+    for x, aten in ((few, True), (many, False)):
+        assert cpu.aten_serves(x, (x, x), list(ours.parameters()), "cpu", True) is aten
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "aten")
+    assert cpu.aten_serves(many, (many, many), list(ours.parameters()), "cpu", True)
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "ours")
+    assert not cpu.aten_serves(few, (few, few), list(ours.parameters()), "cpu", True)
+    assert not cpu.aten_serves(few, (few, few), list(ours.parameters()), "reference", True)
+    y = ours(few.requires_grad_())[0]  # ours, forced
+    torch.testing.assert_close(y, ref(few)[0], rtol=1e-5, atol=1e-6)
 
 
 def test_forward_only_can_be_forced_onto_our_kernels(monkeypatch):
