@@ -10,8 +10,8 @@ float32 calls on the CPU go to ATen's fused LSTM (oneDNN's RNN primitive,
 exactly what nn.LSTM computes) where that was measured faster
 (bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
 gradient: inference, eval, sampling), and calls that need gradients except
-where our kernels win (`_ours_wins_training`: small H and enough rows for
-every thread to own row tiles). A call that needs gradients in eval mode runs
+where our kernels win (`_ours_wins_training`: several threads, small H, and
+enough rows for every thread to own row tiles). A call that needs gradients in eval mode runs
 ATen with train=True and no dropout, so backward works as in training.
 torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
 CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
@@ -62,7 +62,11 @@ def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
 def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
     """Whether our kernels beat ATen's fused LSTM for a call that needs gradients,
     by the measurements in bench/results/ (see the module docstring)."""
-    return H <= 256 and 12 * torch.get_num_threads() <= B
+    # Per core our kernels are slower than oneDNN's (bench/results/*-1thread*); we win
+    # where threads own whole row tiles and never wait, while oneDNN's RNN meets
+    # at a barrier every step, which costs most at small H.
+    threads = torch.get_num_threads()
+    return threads >= 2 and H <= 256 and 12 * threads <= B
 
 
 def aten_serves(
@@ -96,6 +100,6 @@ BACKEND = Backend(
     + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
     + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
     "primitive) where it is faster: forward-only calls, and training calls unless "
-    "H <= 256 and B >= 12 x threads",
+    "threads >= 2, H <= 256 and B >= 12 x threads",
     project=_project,
 )

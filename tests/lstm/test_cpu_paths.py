@@ -93,7 +93,7 @@ def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval(auto):
     torch.testing.assert_close(xg.grad, ref_x.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_training_calls_choose_by_shape(auto, monkeypatch):
+def test_training_calls_choose_by_shape(auto, monkeypatch, two_threads):
     # Few rows: ATen (its per-step sync costs less than idle threads); many rows
     # of a small H: our kernels. Overrides and an explicit other backend win.
     torch.manual_seed(0)
