@@ -83,14 +83,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
     const int64_t in = l == 0 ? E : H;
     check_f32(w_ih, "w_ih", {G, in});
     check_f32(w_hh, "w_hh", {G, H});
-    at::Tensor bsum = at::zeros({G}, h0.options());
+    at::Tensor bsum = at::zeros({G}, h0.options());  // [4H]: small, filled inline
     if (bias) {
       check_f32(weights[l * per_layer + 2], "b_ih", {G});
       check_f32(weights[l * per_layer + 3], "b_hh", {G});
       bsum = weights[l * per_layer + 2] + weights[l * per_layer + 3];
     }
     if (l == 0 && !embed.has_value()) {
-      onehot_rows = (w_ih.t() + bsum).contiguous();
+      // W_ih^T + bias, [V, 4H], by this thread (a parallel ATen op would wake others).
+      const at::Tensor w = w_ih.contiguous();
+      onehot_rows = at::empty({E, G}, h0.options());
+      const float* wp = w.const_data_ptr<float>();
+      const float* bp = bsum.const_data_ptr<float>();
+      float* op = onehot_rows.data_ptr<float>();
+      for (int64_t v = 0; v < E; ++v) {
+        for (int64_t g = 0; g < G; ++g) op[v * G + g] = wp[g * E + v] + bp[g];
+      }
       packed[l] = cpu::pack_gates(*k, w_hh.contiguous(), at::Tensor());
       K[l] = H;
     } else {
