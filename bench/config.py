@@ -39,12 +39,20 @@ PRESETS: dict[str, Shape] = {
         Shape("large", 1, 1024, 128, 200),
         Shape("batch1", 3, 512, 1, 100),  # latency: one stream, as in sampling
         Shape("tiny", 2, 64, 16, 32),  # --quick: checks the harness, in seconds on 2 cores
+        # `sample` mode: B streams, T tokens per timed step
+        Shape("gen-char-rnn-b1", 2, 128, 1, 400),
+        Shape("gen-char-rnn-b32", 2, 128, 32, 100),
+        Shape("gen-blog-b1", 3, 512, 1, 40),
+        Shape("gen-blog-b32", 3, 512, 32, 20),
     )
 }
 DEFAULT_SHAPES = ("char-rnn", "blog", "fastrnns", "large", "batch1")
 QUICK_SHAPES = ("tiny",)
+SAMPLE_SHAPES = ("gen-char-rnn-b1", "gen-char-rnn-b32", "gen-blog-b1", "gen-blog-b32")
+QUICK_SAMPLE_SHAPES = ("gen-char-rnn-b1",)
 
-MODES = ("fwd", "fwdbwd", "train")
+MODES = ("fwd", "fwdbwd", "train", "sample")
+DEFAULT_MODES = ("fwd", "fwdbwd", "train")  # `sample` runs when asked for
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -76,6 +84,23 @@ def parse_shape(text: str) -> Shape:
     if min(L, H, B, T) < 1:
         raise ValueError(f"--shapes: {text!r}: layers, hidden, batch and steps must be >= 1")
     return Shape(text, L, H, B, T)
+
+
+def flops(shape: Shape, mode: str) -> float:
+    """Arithmetic of one timed step (2 x multiply-adds of the GEMMs; pointwise work
+    not counted): the LSTM forward is 2 T B 4H (I + H) per layer, forward + backward
+    three times that (dx, dW), `train` adds the head (H x V) forward and backward,
+    `sample` is T B tokens of bench/sampling.flops_per_token."""
+    L, H, B, T = shape.layers, shape.hidden, shape.batch, shape.seq
+    fwd = 2.0 * T * B * 4 * H * (shape.input_size + H) * L
+    if mode == "fwd":
+        return fwd
+    if mode == "fwdbwd":
+        return 3 * fwd
+    if mode == "train":
+        return 3 * (fwd + 2.0 * T * B * H * VOCAB)
+    gates = 2.0 * 4 * H * ((VOCAB + H) + (L - 1) * 2 * H)  # one-hot layer 0, as computed
+    return T * B * (gates + 2.0 * H * VOCAB)
 
 
 def parse_dtype(text: str) -> str:

@@ -23,8 +23,13 @@ ROW_FIELDS = (
     "provider", "device", "mode", "dtype", "shape", "layers", "hidden", "input_size", "batch",
     "seq", "status", "median_ms", "p20_ms", "p80_ms", "us_per_layer_step", "tokens_per_s",
     "speedup_vs_baseline", "baseline", "peak_mem_mb", "max_err", "tol", "check_seq", "oracle",
-    "samples", "timer", "note",
+    "samples", "timer", "note", "gflops", "peak_fraction", "spread",
 )  # fmt: skip
+# A row whose (p80 - p20) / median exceeds this is flagged noisy (a warning on
+# stderr, "noisy" in the table): its speed-up is shown but is not to be trusted.
+NOISY_SPREAD = 0.10
+# Fewer timing samples than this: no speed-up at all (a median of one sample).
+MIN_SAMPLES = 5
 STATUSES = ("ok", "skipped", "disagrees", "error")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,8 +116,19 @@ def add_speedups(rows: list[dict], baseline: dict[str, str]) -> None:
     for r in rows:
         b = base.get(config_key(r))
         r["baseline"] = baseline.get(r["device"])
-        if r["status"] == "ok" and b is not None:
-            r["speedup_vs_baseline"] = 1.0 if b is r else b["median_ms"] / r["median_ms"]
+        if r["status"] != "ok" or b is None:
+            continue
+        few = [x for x in (r, b) if x["samples"] is not None and x["samples"] < MIN_SAMPLES]
+        if few:
+            r["note"] = "; ".join(
+                x for x in (r["note"], f"no speed-up: fewer than {MIN_SAMPLES} samples") if x
+            )
+            continue
+        r["speedup_vs_baseline"] = 1.0 if b is r else b["median_ms"] / r["median_ms"]
+
+
+def is_noisy(r: dict) -> bool:
+    return r.get("spread") is not None and r["spread"] > NOISY_SPREAD
 
 
 def _fmt(v: object, digits: int = 3) -> str:
@@ -127,7 +143,7 @@ def _fmt(v: object, digits: int = 3) -> str:
 
 def _status_text(r: dict) -> str:
     if r["status"] == "ok":
-        return "ok"
+        return f"ok, noisy (p20-p80 spread {r['spread']:.0%})" if is_noisy(r) else "ok"
     if r["status"] == "disagrees":
         return f"DISAGREES: {r['note']}"
     return f"{r['status']}: {r['note']}"
@@ -143,17 +159,30 @@ def markdown(rows: list[dict], header: dict) -> str:
         f"triton {header['triton']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}, "
         f"{header['torch_threads']} threads on {header['cpu_model']}; "
         f"TF32 cudnn={header['tf32_cudnn']} matmul={header['tf32_matmul']}",
+    ]
+    if header.get("peak_gflops"):
+        lines.append(
+            f"\nmeasured peak {header['peak_gflops']:.0f} GFLOP/s ({header['peak_method']})"
+        )
+    if header.get("loadavg"):
+        lines.append(f"\nload average (1, 5, 15 min) at start / end: {header['loadavg']}")
+    if header.get("startup"):
+        lines.append("\nstart-up, median of fresh interpreters: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in header["startup"].items()))  # fmt: skip
+    lines += [
         "",
         "| provider | mode | dtype | shape | L×H | B | T | median ms | p20 ms | p80 ms "
-        "| µs/layer-step | tokens/s | speed-up | peak MiB | status |",
-        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| µs/layer-step | tokens/s | GFLOP/s | % peak | speed-up | peak MiB | status |",
+        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         speed = "" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.3g}×"
         cells = [
             r["provider"], r["mode"], r["dtype"], r["shape"], f"{r['layers']}×{r['hidden']}",
             str(r["batch"]), str(r["seq"]), _fmt(r["median_ms"]), _fmt(r["p20_ms"]),
-            _fmt(r["p80_ms"]), _fmt(r["us_per_layer_step"]), _fmt(r["tokens_per_s"]), speed,
+            _fmt(r["p80_ms"]), _fmt(r["us_per_layer_step"]), _fmt(r["tokens_per_s"]),
+            _fmt(r["gflops"]),
+            "" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%", speed,
             _fmt(r["peak_mem_mb"]), _status_text(r).replace("|", "/"),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -163,7 +192,9 @@ def markdown(rows: list[dict], header: dict) -> str:
     lines += [
         "",
         f"speed-up = baseline median / provider median (baseline per device: {base}); "
-        "µs/layer-step = median / (layers × T); tokens/s = B × T / median.",
+        "µs/layer-step = median / (layers × T); tokens/s = B × T / median; GFLOP/s: "
+        "bench/config.flops over the median; % peak: of the measured peak; noisy: p20-p80 "
+        f"spread > {NOISY_SPREAD:.0%} of the median (other work on the machine; rerun).",
     ]
     return "\n".join(lines)
 

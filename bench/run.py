@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable as a p
 
 import torch
 
-from bench import config, providers, report, timing
+from bench import config, providers, report, sampling, timing
 from bench.check import Checker
 
 
@@ -44,7 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--shapes", help=f"comma list of presets ({', '.join(config.PRESETS)}) or LxH:B:T"
     )
-    p.add_argument("--modes", help=f"comma list of {', '.join(config.MODES)} (default: all)")
+    p.add_argument(
+        "--modes",
+        help=f"comma list of {', '.join(config.MODES)} (default: "
+        f"{','.join(config.DEFAULT_MODES)}; sample: decoding tokens/s, on its own shapes "
+        f"{','.join(config.SAMPLE_SHAPES)} unless --shapes names others)",
+    )
     p.add_argument(
         "--dtypes", help="comma list (default: float32,bfloat16 on cuda, float32 on cpu)"
     )
@@ -88,10 +93,16 @@ def _plan(
     else:
         provs, notes = providers.default_providers(device)
     default_shapes = config.QUICK_SHAPES if args.quick else config.DEFAULT_SHAPES
+    sample_default = config.QUICK_SAMPLE_SHAPES if args.quick else config.SAMPLE_SHAPES
     default_dtypes = ["float32"] if args.quick or device == "cpu" else ["float32", "bfloat16"]
     try:
         shapes = [config.parse_shape(s) for s in config.split_list(args.shapes) or default_shapes]
-        modes = [config.parse_mode(m) for m in config.split_list(args.modes) or config.MODES]
+        args.sample_shapes = [
+            config.parse_shape(s) for s in config.split_list(args.shapes) or sample_default
+        ]
+        modes = [
+            config.parse_mode(m) for m in config.split_list(args.modes) or config.DEFAULT_MODES
+        ]
         dtypes = [config.parse_dtype(d) for d in config.split_list(args.dtypes) or default_dtypes]
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
@@ -108,12 +119,17 @@ def _row(provider: str, mode: str, dtype: str, shape: config.Shape, device: str)
     return row
 
 
-def _measure(row: dict, args: argparse.Namespace, shape: config.Shape, device: str) -> None:
+def _measure(
+    row: dict, args: argparse.Namespace, shape: config.Shape, device: str, peak: float | None
+) -> None:
     """Time one checked configuration and fill the row's figures."""
     budget = timing.QUICK if args.quick else timing.Budget()
-    fn, note = providers.workload(
-        row["provider"], row["mode"], shape, row["dtype"], device, seed=args.seed
-    )
+    if row["mode"] == "sample":
+        fn, note = sampling.workload(row["provider"], shape, device, seed=args.seed)
+    else:
+        fn, note = providers.workload(
+            row["provider"], row["mode"], shape, row["dtype"], device, seed=args.seed
+        )
     dev = providers.device_of(row["provider"], device)
     t = timing.time_step(fn, dev, budget)
     mem, mem_how = timing.peak_memory_mb(fn, dev)
@@ -121,14 +137,37 @@ def _measure(row: dict, args: argparse.Namespace, shape: config.Shape, device: s
     row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, samples=t.samples,
                timer=t.method, us_per_layer_step=t.median_ms * 1e3 / (L * T),
                tokens_per_s=B * T / (t.median_ms / 1e3), peak_mem_mb=mem, status="ok")  # fmt: skip
+    row["gflops"] = config.flops(shape, row["mode"]) / (t.median_ms / 1e3) / 1e9
+    row["peak_fraction"] = row["gflops"] / peak if peak else None
+    row["spread"] = (t.p80_ms - t.p20_ms) / t.median_ms
     row["note"] = "; ".join(x for x in (note, f"peak mem: {mem_how}") if x)
+    if report.is_noisy(row):
+        report.progress(
+            f"WARNING: {row['provider']} {row['mode']} {shape.name}: p20-p80 spread "
+            f"{row['spread']:.0%} > {report.NOISY_SPREAD:.0%} of the median: noisy, rerun "
+            "on a quieter machine"
+        )
 
 
 def _one(row: dict, args: argparse.Namespace, shape: config.Shape, device: str,
-         checker: Checker, label: str) -> None:  # fmt: skip
+         checker: Checker, label: str, peak: float | None) -> None:  # fmt: skip
     """Skip, check, then time one row."""
     prov, mode, dtype = row["provider"], row["mode"], row["dtype"]
     reason = providers.skip_reason(prov, shape, dtype, device, args.reference_any_size)
+    if reason is None and mode == "sample" and dtype != "float32":
+        reason = "sample mode runs float32 only"
+    if reason is None and mode == "sample":
+        t0 = time.perf_counter()
+        base = providers.BASELINE[device]
+        wrong = None if prov == base else sampling.check(prov, base, shape, device, args.seed)
+        if wrong is not None:
+            row.update(status="disagrees", note=wrong)
+            report.progress(f"{label}: DISAGREES: {wrong}")
+            return
+        t1 = time.perf_counter()
+        _measure(row, args, shape, device, peak)
+        report.progress(f"{label}: {row['median_ms']:.4g} ms (check {t1 - t0:.1f} s)")
+        return
     if reason is not None:
         row.update(status="skipped", note=reason)
         report.progress(f"{label}: skipped: {reason}")
@@ -141,7 +180,7 @@ def _one(row: dict, args: argparse.Namespace, shape: config.Shape, device: str,
         row.update(status="disagrees", note=verdict.describe())
         report.progress(f"{label}: DISAGREES: {verdict.describe()}")
         return
-    _measure(row, args, shape, device)
+    _measure(row, args, shape, device, peak)
     t2 = time.perf_counter()
     report.progress(
         f"{label}: {row['median_ms']:.4g} ms (check {t1 - t0:.1f} s, timing {t2 - t1:.1f} s)"
@@ -184,7 +223,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
         report.progress(n)
     checker = Checker(seed=args.seed)
     rows: list[dict] = []
-    grid = list(itertools.product(dtypes, shapes, modes, provs))
+    header["loadavg"] = _loadavg()
+    peak = None
+    if device == "cpu":
+        peak, header["peak_method"] = timing.fma_peak_gflops(0.3 if args.quick else 2.0)
+        header["peak_gflops"] = peak
+        report.progress(f"measured peak: {peak:.0f} GFLOP/s ({header['peak_method']})")
+    if "sample" in modes:
+        header["startup"] = sampling.startup_times(1 if args.quick else 3)
+        report.progress(f"start-up: {header['startup']}")
+    lstm_modes = [m for m in modes if m != "sample"]
+    grid = list(itertools.product(dtypes, shapes, lstm_modes, provs))
+    if "sample" in modes:
+        grid += list(itertools.product(dtypes, args.sample_shapes, ["sample"], provs))
     t0 = time.perf_counter()
     for dtype, shape, mode, prov in grid:
         row = _row(prov, mode, dtype, shape, device)
@@ -192,7 +243,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
         eta = _eta(len(rows) - 1, len(grid), time.perf_counter() - t0)
         label = f"[{len(rows)}/{len(grid)}{eta}] {prov} {mode} {dtype} {shape.name} ({shape.spec})"
         try:
-            _one(row, args, shape, device, checker, label)
+            _one(row, args, shape, device, checker, label, peak)
         except Exception as exc:  # an `error` row; the traceback goes to stderr
             first = str(exc).splitlines()[0] if str(exc) else ""
             row.update(status="error", note=f"{type(exc).__name__}: {first}")
@@ -202,7 +253,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     report.add_speedups(rows, providers.BASELINE)
+    header["loadavg"] = f"{header['loadavg']} / {_loadavg()}"
     return rows, header
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,11 @@ class Budget:
     cpu_max_run_s: float = 60.0
 
 
-QUICK = Budget(gpu_warmup_ms=5, gpu_rep_ms=20, gpu_min_samples=5, gpu_max_rep_ms=1000,
-               cpu_min_run_s=0.02, cpu_min_samples=3, cpu_max_run_s=1.0)  # fmt: skip
+# --quick still takes MIN_SAMPLES samples: a median of one or two timings is
+# no median, and a speed-up from it is noise (report.add_speedups refuses it).
+MIN_SAMPLES = 5
+QUICK = Budget(gpu_warmup_ms=5, gpu_rep_ms=20, gpu_min_samples=MIN_SAMPLES, gpu_max_rep_ms=1000,
+               cpu_min_run_s=0.05, cpu_min_samples=MIN_SAMPLES, cpu_max_run_s=2.0)  # fmt: skip
 
 
 def _quantiles(times_ms: list[float]) -> tuple[float, float, float]:
@@ -115,8 +118,39 @@ def _time_cpu(fn: Callable[[], object], budget: Budget, once_s: float) -> Timing
     run_s = min(max(budget.cpu_min_run_s, budget.cpu_min_samples * once_s), budget.cpu_max_run_s)
     timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=run_s)
-    med, p20, p80 = _quantiles([t * 1e3 for t in m.times])
-    return Timing(med, p20, p80, len(m.times), "torch.utils.benchmark blocked_autorange")
+    times = [t * 1e3 for t in m.times]
+    # blocked_autorange may stop after fewer blocks than asked (a short budget):
+    # add blocks of the same size until there are enough for quantiles.
+    deadline = time.perf_counter() + budget.cpu_max_run_s
+    while len(times) < budget.cpu_min_samples and time.perf_counter() < deadline:
+        times.append(timer.timeit(m.number_per_run).median * 1e3)
+    med, p20, p80 = _quantiles(times)
+    return Timing(med, p20, p80, len(times), "torch.utils.benchmark blocked_autorange")
+
+
+def fma_peak_gflops(seconds: float = 1.0) -> tuple[float, str]:
+    """The best fp32 GFLOP/s of an in-cache GEMM (384^3) at the current thread count:
+    oneDNN's (inner product with packed weights) where available, else torch.mm
+    (MKL, which on AMD CPUs lacks an AVX-512 path); the better of the two."""
+    n = 384
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    candidates = {"torch.mm": lambda: torch.mm(a, b)}
+    mk = torch.ops.mkldnn
+    if hasattr(mk, "_linear_pointwise") and hasattr(mk, "_reorder_linear_weight"):
+        packed = mk._reorder_linear_weight(b, n)
+        candidates["oneDNN"] = lambda: mk._linear_pointwise(a, packed, None, "none", [], "")
+    best, how = 0.0, ""
+    for name, f in candidates.items():
+        f()
+        end = time.perf_counter() + seconds / len(candidates)
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            for _ in range(10):
+                f()
+            g = 10 * 2 * n**3 / (time.perf_counter() - t0) / 1e9
+            if g > best:
+                best, how = g, name
+    return best, f"best of {', '.join(candidates)} on a {n}^3 fp32 GEMM (best: {how})"
 
 
 # glibc mallopt parameters. glibc serves a block from mmap (returned to the OS on

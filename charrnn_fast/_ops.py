@@ -26,6 +26,12 @@ def load_error() -> str | None:
     return _error
 
 
+def cpu_vector_width() -> int:
+    """Floats per vector of the fused fp32 CPU kernels: 16 (AVX-512), 8 (AVX2), 0 (none,
+    or not built)."""
+    return 0 if _error is not None else int(getattr(_C, "cpu_vector_width", 0))
+
+
 if _error is None:
 
     @torch.library.register_fake("charrnn_fast::lstm_fwd")
@@ -45,4 +51,16 @@ if _error is None:
             w_hh.new_empty(w_hh.shape),
             h0.new_empty(h0.shape),
             h0.new_empty(h0.shape),
+        )
+
+    @torch.library.register_fake("charrnn_fast::mm_tn")
+    def _mm_tn_fake(a, b):
+        return a.new_empty((a.shape[1], b.shape[1]))
+
+    @torch.library.register_fake("charrnn_fast::lstm_lm_generate")
+    def _lstm_lm_generate_fake(tokens, h0, c0, embed, weights, head_w, head_b, steps, *args):
+        return (
+            tokens.new_empty((tokens.shape[0], steps)),
+            h0.new_empty(h0.shape),
+            c0.new_empty(c0.shape),
         )

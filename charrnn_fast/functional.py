@@ -17,6 +17,7 @@ from torch import Tensor
 
 from charrnn_fast import backends
 from charrnn_fast.autograd import LSTMRecurrence
+from charrnn_fast.backends.cpu import aten_serves
 
 
 def _check_inputs(
@@ -118,7 +119,18 @@ def lstm(
 
     # The casts are done: autocast must not re-cast the input GEMMs inside.
     with torch.autocast(dev, enabled=False) if autocast else contextlib.nullcontext():
-        out, h_n, c_n = _layers(x, hx, weights, num_layers, bias, D, dropout, training, backend)
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(t.requires_grad for t in (*hx, *weights))
+        )
+        if aten_serves(x, hx, weights, backend, needs_grad):
+            # Where ATen's fused LSTM is faster (backends/cpu.py). Eval mode with
+            # gradients: train=True so that it saves for backward, without dropout.
+            out, h_n, c_n = torch._VF.lstm(
+                x, hx, weights, bias, num_layers, float(dropout) if training else 0.0,
+                training or needs_grad, D == 2, False,
+            )  # fmt: skip
+        else:
+            out, h_n, c_n = _layers(x, hx, weights, num_layers, bias, D, dropout, training, backend)
     if batch_first:
         out = out.transpose(0, 1)
     if not batched:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from charrnn_fast import backends
+from charrnn_fast import _compile, backends
 from charrnn_fast.functional import lstm
 
 _warned: set[str] = set()
@@ -21,12 +21,9 @@ _NO_JIT = (
     "Run it eagerly, or compile it with torch.compile (full graph, no break)."
 )
 
-# Dynamo refuses every nn.RNNBase subclass unless allow_rnn is set, because
-# nn.LSTM's own forward calls an untraceable fused op. Our forward is plain,
-# traceable Python over a registered custom op, so torch.compile(fullgraph=True)
-# works once the flag is on. It also lets Dynamo try plain nn.LSTM modules
-# (documented as experimental by PyTorch) instead of graph-breaking on them.
-torch._dynamo.config.allow_rnn = True
+# torch.compile needs torch._dynamo.config.allow_rnn for any nn.LSTM subclass;
+# set when Dynamo loads, not here (importing it costs a second): see _compile.py.
+_compile.install()
 
 
 class LSTM(nn.LSTM):

@@ -10,8 +10,17 @@
 //          gates[T,B,4H] (activated i,f,g,o; shape [0] when not training)
 //   lstm_bwd(dy[T,B,H], dhT[B,H], dcT[B,H], w_hh, y, c_all, gates, h0[B,H])
 //       -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]
+//   mm_tn(a[K,M], b[K,N]) -> a^T b [M,N]   (CPU only)
+//   lstm_lm_generate(tokens[B] int64, h0[L,B,H], c0[L,B,H], embed[V,E] or None (one-hot),
+//       weights (nn.LSTM's flat list: w_ih[4H,I], w_hh[4H,H][, b_ih[4H], b_hh[4H]] per layer),
+//       head_w[V,H], head_b[V] or None, steps, temperature, top_k, top_p, argmax, seed, offset)
+//       -> ids[B,steps] int64, h[L,B,H], c[L,B,H]     (CPU, fp32; sampler in cpu/sampler.h)
+//     Feeds `tokens`, samples the next token, feeds it, ... `steps` times; the random
+//     stream of row b at output position offset+s depends on (seed, b, offset+s) only.
 #include <Python.h>
 #include <torch/library.h>
+
+#include "cpu/fused.h"
 
 #ifndef CHARRNN_FAST_WITH_CUDA
 #define CHARRNN_FAST_WITH_CUDA 0
@@ -24,6 +33,13 @@ TORCH_LIBRARY(charrnn_fast, m) {
   m.def(
       "lstm_bwd(Tensor dy, Tensor dhT, Tensor dcT, Tensor w_hh, Tensor y, Tensor c_all,"
       " Tensor gates, Tensor h0) -> (Tensor, Tensor, Tensor, Tensor)");
+  // a[K, M]^T b[K, N] -> [M, N]: weight gradients (dW = dY^T X) without a transposed copy.
+  m.def("mm_tn(Tensor a, Tensor b) -> Tensor");
+  // The decode loop of an LSTM language model, `steps` tokens per call (CPU, fp32).
+  m.def(
+      "lstm_lm_generate(Tensor tokens, Tensor h0, Tensor c0, Tensor? embed, Tensor[] weights,"
+      " Tensor head_w, Tensor? head_b, int steps, float temperature, int top_k, float top_p,"
+      " bool argmax, int seed, int offset) -> (Tensor, Tensor, Tensor)");
 }
 
 // A plain C module: importing it runs the static registrations above. The
@@ -32,6 +48,11 @@ static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1
 
 PyMODINIT_FUNC PyInit__C(void) {
   PyObject* m = PyModule_Create(&module_def);
-  if (m != nullptr) PyModule_AddIntConstant(m, "with_cuda", CHARRNN_FAST_WITH_CUDA);
+  if (m != nullptr) {
+    PyModule_AddIntConstant(m, "with_cuda", CHARRNN_FAST_WITH_CUDA);
+    // Floats per vector of the fused fp32 CPU kernels (16 AVX-512, 8 AVX2), 0 = none.
+    const auto* k = charrnn_fast::cpu::fused_kernels();
+    PyModule_AddIntConstant(m, "cpu_vector_width", k == nullptr ? 0 : k->vw);
+  }
   return m;
 }

@@ -4,9 +4,22 @@ input projection through oneDNN (backends/onednn.py).
 The recurrence is torch.ops.charrnn_fast.lstm_fwd / lstm_bwd; the dispatcher
 routes CPU tensors to csrc/cpu/lstm_cpu.cpp, which checks the arguments
 (csrc/checks.h).
+
+The drop-in module must never be slower than the nn.LSTM it replaces, so
+float32 calls on the CPU go to ATen's fused LSTM (oneDNN's RNN primitive,
+exactly what nn.LSTM computes) where that was measured faster
+(bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
+gradient: inference, eval, sampling), and calls that need gradients except
+where our kernels win (`_ours_wins_training`: several threads, small H, and
+enough rows for every thread to own row tiles). A call that needs gradients in eval mode runs
+ATen with train=True and no dropout, so backward works as in training.
+torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
+CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +27,7 @@ from torch import Tensor
 
 from charrnn_fast import _ops
 from charrnn_fast.backends import Backend, onednn
+from charrnn_fast.backends import requested as backends_requested
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -45,11 +59,47 @@ def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     return F.linear(x, w_ih, b)
 
 
+def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
+    """Whether our kernels beat ATen's fused LSTM for a call that needs gradients,
+    by the measurements in bench/results/ (see the module docstring)."""
+    # Per core our kernels are slower than oneDNN's (bench/results/*-1thread*); we win
+    # where threads own whole row tiles and never wait, while oneDNN's RNN meets
+    # at a barrier every step, which costs most at small H.
+    threads = torch.get_num_threads()
+    return threads >= 2 and H <= 256 and 12 * threads <= B
+
+
+def aten_serves(
+    x: Tensor, hx: tuple[Tensor, Tensor], weights: list[Tensor], backend: str | None,
+    needs_grad: bool,
+) -> bool:  # fmt: skip
+    """Whether a whole-stack call on x[T,B,I] runs ATen's fused LSTM (see the module
+    docstring): CPU float32 with oneDNN, the `cpu` backend, not under torch.compile;
+    forward-only calls always, calls that need gradients where ours is slower."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling():
+        return False
+    if not torch.backends.mkldnn.is_available() or not torch._C._get_mkldnn_enabled():
+        return False  # without oneDNN, ATen's CPU LSTM is a plain loop: ours is faster
+    if (backends_requested(backend) or "cpu") != "cpu" or _why_not(x, weights[1]) is not None:
+        return False
+    if not needs_grad:
+        return os.environ.get("CHARRNN_FAST_CPU_FORWARD", "auto") != "ours"
+    choice = os.environ.get("CHARRNN_FAST_CPU_TRAIN", "auto")
+    if choice in ("ours", "aten"):
+        return choice == "aten"
+    T, B = x.shape[:2]
+    return not _ours_wins_training(T, B, weights[1].shape[1], len(hx[0]))
+
+
 BACKEND = Backend(
     "cpu",
     fwd,
     bwd,
     _why_not,
-    "fused C++ time loop (csrc/cpu/lstm_cpu.cpp), oneDNN input projection",
+    "fused C++ time loop (csrc/cpu/; fp32 kernels: "
+    + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
+    + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
+    "primitive) where it is faster: forward-only calls, and training calls unless "
+    "threads >= 2, H <= 256 and B >= 12 x threads",
     project=_project,
 )

@@ -91,14 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
     s.add_argument("-n", "--length", type=int, default=2000, help="tokens to generate")
-    s.add_argument("-t", "--temperature", type=float, default=1.0, help="> 0; lower = safer")
+    s.add_argument(
+        "-t",
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="> 0 (any tiny value is safe); lower = safer",
+    )
     s.add_argument("--argmax", action="store_true", help="always take the most likely token")
     s.add_argument("--prime", default="", help="text to start from (UTF-8)")
     s.add_argument(
         "--top_k", "--top-k", type=int, default=0, help="sample among the k best (0 = all)"
     )
+    s.add_argument(
+        "--top_p",
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="nucleus sampling: among the most likely tokens that make up this much "
+        "probability (1 = all)",
+    )
     s.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    s.add_argument("--num_samples", "--num-samples", type=int, default=1, help="how many samples")
+    s.add_argument(
+        "--num_samples",
+        "--num-samples",
+        type=int,
+        default=1,
+        help="how many samples (generated together, as rows of one batch)",
+    )
     s.add_argument(
         "--skip_unknown",
         "--skip-unknown",
@@ -209,6 +229,7 @@ def _sample(args: argparse.Namespace) -> int:
         args.device,
         None if args.backend == "auto" else args.backend,
         args.skip_unknown,
+        top_p=args.top_p,
     )
     return 0
 

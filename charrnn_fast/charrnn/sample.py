@@ -1,9 +1,17 @@
-"""Sampling text from a trained CharRNN, streamed token by token.
+"""Sampling text from a trained CharRNN, streamed as it is generated.
 
 The prime text is fed in one forward pass; then each step samples the next
-token from softmax(logits / temperature) (optionally only the top k), or takes the
-argmax, and feeds it back with the carried hidden state. Checkpoints load on the
-CPU first (map_location), so a model trained on a GPU samples anywhere.
+token (charrnn_fast.generate.pick: softmax(logits / temperature), optionally
+restricted to the top k and/or the top-p nucleus, or the argmax) and feeds it
+back with the carried hidden state. An LSTM model on the CPU in float32 runs
+that loop in compiled code (charrnn_fast.generate.lstm_lm_generate: all
+layers, the head and the sampler, many tokens per call); GRU and vanilla RNN
+models, and other devices and dtypes, take one Python step per token with the
+same sampler. The random stream of row b at position p depends only on
+(seed, b, p), so the same seed gives the same text on the same path however
+the work is split. Several samples (`num_samples`) are rows of one batch.
+Checkpoints load on the CPU first (map_location), so a model trained on a GPU
+samples anywhere.
 
 Run it as `charrnn-fast sample CHECKPOINT [options]`.
 """
@@ -11,7 +19,9 @@ Run it as `charrnn-fast sample CHECKPOINT [options]`.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 from collections.abc import Iterator
 
 import torch
@@ -20,6 +30,7 @@ from charrnn_fast.charrnn.checkpoint import load_checkpoint
 from charrnn_fast.charrnn.errors import CheckpointError, UserError
 from charrnn_fast.charrnn.model import CharRNN, build_model
 from charrnn_fast.charrnn.vocab import Vocab
+from charrnn_fast.generate import lstm_lm_generate, pick
 
 
 def load_model(
@@ -39,22 +50,112 @@ def load_model(
     return model.to(device).eval(), vocab, ckpt
 
 
-def _pick(
-    logits: torch.Tensor, temperature: float, top_k: int, argmax: bool, generator: torch.Generator
-) -> torch.Tensor:
-    """Next token ids [B] from logits [B, V]."""
-    if argmax:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = torch.softmax(logits, dim=-1)
-    # Sample on the CPU with our own generator: same seed, same text on any device.
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+def _check_options(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:
+    if not argmax and not (temperature > 0 and math.isfinite(temperature)):
+        raise UserError(f"temperature must be > 0 (got {temperature}); use --argmax for greedy")
+    if top_k < 0:
+        raise UserError(f"top_k must be >= 0 (got {top_k})")
+    if not 0 < top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1] (got {top_p}); 1 keeps every token")
+
+
+# Tokens per compiled call: start small so the first characters show at once,
+# then grow while a call takes under this long (throughput, fewer repacks).
+_FIRST_CHUNK, _MAX_CHUNK, _CHUNK_SECONDS = 8, 4096, 0.05
+
+
+def _lstm_chunks(
+    model: CharRNN, start: torch.Tensor, state, length: int, options: dict
+) -> Iterator[torch.Tensor]:
+    """Token ids [B, n] chunk by chunk from the decode loop; `start` [B] not yet fed."""
+    rnn = model.rnn
+    weights = [getattr(rnn, n) for n in rnn._flat_weights_names]
+    embed = model.embed.weight if model.embed is not None else None
+    h, c = state
+    done, chunk, tokens = 0, _FIRST_CHUNK, start
+    while done < length:
+        n = min(chunk, length - done)
+        t0 = time.perf_counter()
+        ids, h, c = lstm_lm_generate(
+            tokens, h, c, embed, weights, model.head.weight, model.head.bias, n, offset=done,
+            **options,
+        )  # fmt: skip
+        if time.perf_counter() - t0 < _CHUNK_SECONDS:
+            chunk = min(2 * chunk, _MAX_CHUNK)
+        tokens, done = ids[:, -1], done + n
+        yield ids
+
+
+def _step_chunks(
+    model: CharRNN, start: torch.Tensor, state, length: int, options: dict
+) -> Iterator[torch.Tensor]:
+    """The same as _lstm_chunks, one model call per token (GRU, RNN)."""
+    rows = torch.arange(start.shape[0], device=start.device)
+    tokens = start
+    for p in range(length):
+        logits, state = model(tokens.view(-1, 1), state)
+        tokens = pick(logits[-1], rows=rows, pos=p, **options)
+        yield tokens.view(-1, 1)
+
+
+def _uses_decode_loop(model: CharRNN) -> bool:
+    rnn = model.rnn
+    return model.model_type == "lstm" and not rnn.bidirectional and rnn.proj_size == 0
 
 
 @torch.no_grad()
+def generate_rows(
+    model: CharRNN,
+    vocab: Vocab,
+    length: int,
+    prime: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    argmax: bool = False,
+    seed: int | None = None,
+    skip_unknown: bool = False,
+    top_p: float = 1.0,
+    rows: int = 1,
+) -> Iterator[list[str]]:
+    """`rows` samples at once, as lists of text pieces (one per row) in order:
+    first the prime (the same for every row), then the generated text as it is
+    made. Arguments as for `generate`."""
+    _check_options(temperature, top_k, top_p, argmax)
+    if length < 0:
+        raise UserError(f"length must be >= 0 (got {length})")
+    if rows < 1:
+        raise UserError(f"num_samples must be >= 1 (got {rows})")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") >> 1  # leaves the global RNG alone
+    device = next(model.parameters()).device
+    ids = vocab.encode(prime, skip_unknown=skip_unknown) if prime else []
+    decoders = [vocab.incremental_decoder() for _ in range(rows)]
+    if ids:
+        pieces = ["".join(d(i) for i in ids) for d in decoders]
+        if pieces[0]:
+            yield pieces
+    else:
+        # Nothing to condition on: start from a newline when the vocabulary has one
+        # (texts begin after one), else from a token drawn with the seed.
+        nl = vocab.encode("\n", skip_unknown=True)
+        ids = nl or [
+            int(torch.randint(len(vocab), (1,), generator=torch.Generator().manual_seed(seed)))
+        ]
+    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, argmax=argmax, seed=seed)
+    x = torch.tensor([ids[:-1]] * rows, dtype=torch.long, device=device)  # [rows, T-1]
+    state = model(x)[1] if x.shape[1] > 0 else model.init_state(rows, device)
+    start = torch.full((rows,), ids[-1], dtype=torch.long, device=device)
+    chunks = _lstm_chunks if _uses_decode_loop(model) else _step_chunks
+    for chunk in chunks(model, start, state, length, options):
+        got = chunk.tolist()
+        pieces = ["".join(d(i) for i in r) for d, r in zip(decoders, got)]
+        if any(pieces):
+            yield pieces
+    tails = [d(None, True) for d in decoders]
+    if any(tails):
+        yield tails
+
+
 def generate(
     model: CharRNN,
     vocab: Vocab,
@@ -66,6 +167,7 @@ def generate(
     seed: int | None = None,
     skip_unknown: bool = False,
     echo_prime: bool = True,
+    top_p: float = 1.0,
 ) -> Iterator[str]:
     """Yield the text of one sample piece by piece as it is generated.
 
@@ -73,44 +175,23 @@ def generate(
         length: number of tokens to generate after the prime.
         prime: text to condition on (UTF-8 / Unicode); characters outside the
             vocabulary raise VocabError listing them, unless `skip_unknown`.
-        temperature: > 0; lower is more conservative. Ignored with `argmax`.
+        temperature: > 0 (any positive value is safe); lower is more
+            conservative. Ignored with `argmax`.
         top_k: sample among the k most likely tokens only (0 = all).
-        seed: seed of the sampling generator (None = nondeterministic).
+        top_p: sample among the most likely tokens whose probabilities add up
+            to top_p (nucleus sampling; 1 = all).
+        seed: seed of the sampler (None = nondeterministic).
     """
-    if not argmax and not (temperature > 0 and math.isfinite(temperature)):
-        raise UserError(f"temperature must be > 0 (got {temperature}); use --argmax for greedy")
-    if length < 0:
-        raise UserError(f"length must be >= 0 (got {length})")
-    if top_k < 0:
-        raise UserError(f"top_k must be >= 0 (got {top_k})")
-    device = next(model.parameters()).device
-    gen = torch.Generator()
-    if seed is None:
-        gen.seed()  # nondeterministic, and leaves the global RNG alone
-    else:
-        gen.manual_seed(seed)
-    ids = vocab.encode(prime, skip_unknown=skip_unknown) if prime else []
-    decode = vocab.incremental_decoder()
-    if echo_prime:
-        text = "".join(decode(i) for i in ids)
-        if text:
-            yield text
-    if not ids:
-        # Nothing to condition on: start from a newline when the vocabulary has one
-        # (texts begin after one), else from a random token.
-        nl = vocab.encode("\n", skip_unknown=True)
-        ids = nl or [int(torch.randint(len(vocab), (1,), generator=gen))]
-    x = torch.tensor([ids], dtype=torch.long, device=device)  # [1, T]
-    logits, state = model(x)
-    for _ in range(length):
-        nxt = _pick(logits[-1], temperature, top_k, argmax, gen)  # logits[-1]: [1, V]
-        piece = decode(int(nxt), False)
-        if piece:
-            yield piece
-        logits, state = model(nxt.view(1, 1), state)
-    tail = decode(None, True)
-    if tail:
-        yield tail
+    n_prime = len(vocab.encode(prime, skip_unknown=skip_unknown)) if prime else 0
+    first = True
+    for pieces in generate_rows(
+        model, vocab, length, prime, temperature, top_k, argmax, seed, skip_unknown, top_p
+    ):
+        if first and n_prime and not echo_prime:
+            first = False
+            continue
+        first = False
+        yield pieces[0]
 
 
 def write_samples(
@@ -126,11 +207,12 @@ def write_samples(
     backend: str | None = None,
     skip_unknown: bool = False,
     out=None,
+    top_p: float = 1.0,
 ) -> None:
-    """Generate `num_samples` samples from a checkpoint and stream them to `out`
-    (default stdout, as UTF-8 whatever the locale)."""
-    if not argmax and not (temperature > 0 and math.isfinite(temperature)):
-        raise UserError(f"temperature must be > 0 (got {temperature}); use --argmax for greedy")
+    """Generate `num_samples` samples from a checkpoint (rows of one batch) and
+    write them to `out` (default stdout, as UTF-8 whatever the locale): the
+    first as it is generated, the others after it, each after a separator line."""
+    _check_options(temperature, top_k, top_p, argmax)
     if num_samples < 1:
         raise UserError(f"num_samples must be >= 1 (got {num_samples})")
     if device == "auto":
@@ -143,18 +225,25 @@ def write_samples(
     if out is None:
         out = sys.stdout
     raw = getattr(out, "buffer", None)
-    for n in range(num_samples):
-        s = None if seed is None else seed + n
-        if n > 0:
-            out.write("\n" + "-" * 40 + "\n")
-        pieces = generate(model, vocab, length, prime, temperature, top_k, argmax, s, skip_unknown)
-        for piece in pieces:
-            if raw is not None:
-                out.flush()
-                raw.write(piece.encode("utf-8"))
-                raw.flush()
-            else:
-                out.write(piece)
-                out.flush()
-    out.write("\n")
-    out.flush()
+
+    def emit(text: str) -> None:
+        if raw is not None:
+            out.flush()
+            raw.write(text.encode("utf-8"))
+            raw.flush()
+        else:
+            out.write(text)
+            out.flush()
+
+    others: list[list[str]] = [[] for _ in range(num_samples - 1)]
+    for pieces in generate_rows(
+        model, vocab, length, prime, temperature, top_k, argmax, seed, skip_unknown, top_p,
+        rows=num_samples,
+    ):  # fmt: skip
+        if pieces[0]:
+            emit(pieces[0])
+        for kept, piece in zip(others, pieces[1:]):
+            kept.append(piece)
+    for kept in others:
+        emit("\n" + "-" * 40 + "\n" + "".join(kept))
+    emit("\n")

@@ -1,6 +1,11 @@
 // CPU implementation of the LSTM recurrence (forward and backward).
 //
-// Algorithm: the whole time loop runs here. Threads split the batch rows (rows
+// Algorithm: the whole time loop runs here. fp32 on x86-64 with AVX2 or
+// AVX-512 takes the fused path (fused.h): W_hh is packed once per call into
+// gate panels, and one register-blocked kernel per step computes the gate
+// pre-activations of a tile of rows and units and applies the LSTM update on
+// them in registers; backward runs the pointwise pass, then a register-blocked
+// dgates W_hh. Other dtypes and CPUs take the general path below. Threads split the batch rows (rows
 // never interact) and each runs all T steps on its block: per step one GEMM
 // gx_t + h_{t-1} W_hh^T (cpu_gemm.h: oneDNN with W packed once, or addmm),
 // then one fused, vectorised pointwise pass (cpu_pointwise.h) that applies the
@@ -18,11 +23,14 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
 
 #include "checks.h"
+#include "fused.h"
 #include "gemm.h"
 #include "pointwise.h"
 
@@ -129,6 +137,71 @@ void backward_rows(const at::Tensor& dy, const at::Tensor& w_t, const at::Tensor
   dh.narrow(0, b0, nb).copy_(dh_rows);
 }
 
+// The fused fp32 forward (fused.h): rows [b0, b1) and unit blocks [jb0, jb1)
+// (-1: all), all T steps. wp: W_hh in gate panels. sync: the threads of an
+// OpenMP team share these rows and split the units, so they meet after every
+// step (the next step's GEMM reads all of h_t).
+void forward_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const at::Tensor& gx,
+                   const at::Tensor& h0, bool training, const Dims& d, at::Tensor& y,
+                   at::Tensor& c_all, at::Tensor& gates, int64_t b0, int64_t b1, int64_t jb0,
+                   int64_t jb1, bool sync) {
+  const int64_t B = d.B, H = d.H, G = 4 * d.H;
+  const float* gx_p = gx.const_data_ptr<float>();
+  float* y_p = y.data_ptr<float>();
+  float* c_p = c_all.data_ptr<float>();
+  float* g_p = training ? gates.data_ptr<float>() : nullptr;
+  for (int64_t t = 0; t < d.T; ++t) {
+    const int64_t row = t * B + b0;  // first row of this block at step t
+    const float* h_prev = t == 0 ? h0.const_data_ptr<float>() + b0 * H : y_p + (row - B) * H;
+    k.lstm_step({b1 - b0, H, H, h_prev, H, wp.const_data_ptr<float>(), gx_p + row * G, G,
+                 c_p + row * H, c_p + (row + B) * H, H, y_p + row * H, H,
+                 g_p == nullptr ? nullptr : g_p + row * G, G, jb0, jb1});
+    if (sync) {
+#pragma omp barrier
+    }
+  }
+}
+
+// The fused fp32 backward: rows [b0, b1), units [j0, j1), all T steps in
+// reverse. dh [B, H] enters as dhT and leaves as dh0 (dc likewise). wp: W_hh
+// in column panels of its transpose ([H, 4H]). sync: as for forward_fused;
+// one meeting per step, between the pointwise pass (which writes this step's
+// dgates for our units) and dh_{t-1} = dgates W_hh (which reads all of them).
+void backward_fused(const cpu::FusedKernels& k, const at::Tensor& wp, const at::Tensor& dy,
+                    const at::Tensor& c_all, const at::Tensor& gates, const Dims& d,
+                    at::Tensor& dgx, at::Tensor& dh, at::Tensor& dc, int64_t b0, int64_t b1,
+                    int64_t j0, int64_t j1, bool sync) {
+  const int64_t B = d.B, H = d.H, G = 4 * d.H, nb = b1 - b0, vw = k.vw;
+  float* dh_p = dh.data_ptr<float>() + b0 * H;
+  float* dc_p = dc.data_ptr<float>() + b0 * H;
+  const float* act_p = gates.const_data_ptr<float>();
+  const float* dy_p = dy.const_data_ptr<float>();
+  const float* c_p = c_all.const_data_ptr<float>();
+  float* dg_p = dgx.data_ptr<float>();
+  for (int64_t t = d.T - 1; t >= 0; --t) {
+    const int64_t row = t * B + b0;
+    for (int64_t b = 0; b < nb; ++b) {
+      cpu::bwd_row<float>(act_p + (row + b) * G, c_p + (row + b) * H, c_p + (row + B + b) * H,
+                          dy_p + (row + b) * H, dh_p + b * H, dc_p + b * H,
+                          dg_p + (row + b) * G, H, j0, j1);
+    }
+    if (sync) {
+#pragma omp barrier
+    }
+    // dh_{t-1}[:, j0:j1] = dgates_t W_hh[:, j0:j1]
+    k.gemm({nb, H, G, dg_p + row * G, G, wp.const_data_ptr<float>(), nullptr, dh_p, H, j0 / vw,
+            (j1 + vw - 1) / vw});
+  }
+}
+
+// Few rows for many threads: the threads share all rows and split the units
+// (blocks of VW), meeting once per step; otherwise each thread owns rows.
+int split_units(const cpu::FusedKernels& k, const Dims& d) {
+  const int nt = at::get_num_threads();
+  const int64_t blocks = (d.H + k.vw - 1) / k.vw;
+  return nt > 1 && d.B < 6 * nt && blocks >= 2 * nt ? nt : 0;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cpu(const at::Tensor& gx,
                                                             const at::Tensor& w_hh,
                                                             const at::Tensor& h0,
@@ -141,6 +214,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cpu(const at::Tensor& gx
   at::Tensor gates = training ? at::empty({d.T, d.B, 4 * d.H}, gx.options())
                               : at::empty({0}, gx.options());
   c_all[0].copy_(c0);
+  const cpu::FusedKernels* k = cpu::fused_kernels();
+  if (k != nullptr && gx.scalar_type() == at::kFloat && d.T * d.B > 0) {
+    const at::Tensor wp = cpu::pack_gates(*k, w_hh, at::Tensor());
+    if (const int nt = split_units(*k, d)) {
+      const int64_t blocks = (d.H + k->vw - 1) / k->vw;
+#pragma omp parallel num_threads(nt)
+      {
+        const int64_t i = omp_get_thread_num(), n = omp_get_num_threads();
+        forward_fused(*k, wp, gx, h0, training, d, y, c_all, gates, 0, d.B, blocks * i / n,
+                      blocks * (i + 1) / n, n > 1);
+      }
+    } else {
+      for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
+        forward_fused(*k, wp, gx, h0, training, d, y, c_all, gates, b0, b1, 0, -1, false);
+      });
+    }
+    return {y, c_all, gates};
+  }
   const at::Tensor w = w_hh.to(acc).contiguous();  // [4H, H]
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gx.scalar_type(), "lstm_fwd_cpu", [&] {
     for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
@@ -160,7 +251,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
   at::Tensor dgx_acc = at::empty({d.T, d.B, 4 * d.H}, c_all.options());
   at::Tensor dh = dhT.to(acc, false, /*copy=*/true);
   at::Tensor dc = dcT.to(acc, false, /*copy=*/true);
-  if (d.T * d.B > 0) {
+  const cpu::FusedKernels* k = cpu::fused_kernels();
+  if (k != nullptr && dt == at::kFloat && d.T * d.B > 0) {
+    const at::Tensor wp = cpu::pack_columns(*k, w_hh, d.H, 4 * d.H, 1, d.H);
+    if (const int nt = split_units(*k, d)) {
+      const int64_t blocks = (d.H + k->vw - 1) / k->vw;
+#pragma omp parallel num_threads(nt)
+      {
+        const int64_t i = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t j0 = blocks * i / n * k->vw, j1 = std::min(blocks * (i + 1) / n * k->vw, d.H);
+        backward_fused(*k, wp, dy, c_all, gates, d, dgx_acc, dh, dc, 0, d.B, j0, j1, n > 1);
+      }
+    } else {
+      for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
+        backward_fused(*k, wp, dy, c_all, gates, d, dgx_acc, dh, dc, b0, b1, 0, d.H, false);
+      });
+    }
+  } else if (d.T * d.B > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "lstm_bwd_cpu", [&] {
       const at::Tensor w_t = w_hh.to(acc).t().contiguous();  // [H, 4H]
       for_each_row_block(d.B, [&](int64_t b0, int64_t b1) {
@@ -169,21 +276,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
     });
   }
   // dW_hh = sum_t dgates_t^T h_{t-1}: one GEMM over all steps, h_{-1} = h0.
-  // Its inner dimension is T*B, where MKL is as fast as oneDNN (measured).
+  // fp32: gemm_tn reads both operands in place (MKL's sgemm, which at::mm
+  // calls, runs at half of oneDNN's speed on an AMD EPYC: no AVX-512 path).
   at::Tensor dw = at::zeros({4 * d.H, d.H}, c_all.options());  // [4H, H]
   if (d.T > 0) {
     const at::Tensor h_prev =
         at::cat({h0.unsqueeze(0), y.narrow(0, 0, d.T - 1)}).to(acc);  // [T, B, H]
-    at::mm_out(dw, dgx_acc.view({d.T * d.B, 4 * d.H}).t(), h_prev.view({d.T * d.B, d.H}));
+    const at::Tensor dg2 = dgx_acc.view({d.T * d.B, 4 * d.H}), h2 = h_prev.view({d.T * d.B, d.H});
+    if (k != nullptr && acc == at::kFloat) {
+      cpu::mm_tn(*k, dg2, h2, dw);
+    } else {
+      at::mm_out(dw, dg2.t(), h2);
+    }
   }
   return {dgx_acc.to(dt), dw.to(dt), dh.to(dt), dc.to(dt)};
 }
 
 }  // namespace
 
+// a[K, M]^T b[K, N] -> [M, N]: the weight gradient of a linear layer.
+at::Tensor mm_tn_cpu(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) == b.size(0),
+              "charrnn_fast: mm_tn wants a [K, M] and b [K, N], got ", a.sizes(), " and ",
+              b.sizes());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "charrnn_fast: mm_tn: a is ", a.scalar_type(),
+              " but b is ", b.scalar_type());
+  const cpu::FusedKernels* k = cpu::fused_kernels();
+  if (k == nullptr || a.scalar_type() != at::kFloat || a.stride(1) != 1 || b.stride(1) != 1) {
+    return at::mm(a.t(), b);
+  }
+  return cpu::mm_tn(*k, a, b);
+}
+
 TORCH_LIBRARY_IMPL(charrnn_fast, CPU, m) {
   m.impl("lstm_fwd", &lstm_fwd_cpu);
   m.impl("lstm_bwd", &lstm_bwd_cpu);
+  m.impl("mm_tn", &mm_tn_cpu);
 }
 
 }  // namespace charrnn_fast

@@ -65,13 +65,17 @@ def test_quick_run_writes_valid_results(quick) -> None:
         assert r["status"] != "error" and r["status"] != "disagrees", r
         if r["status"] == "ok":
             for k in POSITIVE:
+                if k == "speedup_vs_baseline" and r[k] is None:
+                    # refused: this row or its baseline has too few samples (a loaded machine)
+                    assert f"fewer than {report.MIN_SAMPLES} samples" in r["note"], r
+                    continue
                 assert isinstance(r[k], float) and r[k] > 0, (k, r)
             assert r["p20_ms"] <= r["median_ms"] <= r["p80_ms"], r
             assert r["max_err"] <= r["tol"], r
             expected_tps = r["batch"] * r["seq"] / (r["median_ms"] / 1e3)
             assert r["tokens_per_s"] == pytest.approx(expected_tps)
         if r["provider"] == r["baseline"] and r["status"] == "ok":
-            assert r["speedup_vs_baseline"] == 1.0
+            assert r["speedup_vs_baseline"] in (1.0, None)  # None: refused, as above
     baselines = [r for r in rows if r["provider"] == r["baseline"]]
     assert {r["mode"] for r in baselines} == {"fwd", "fwdbwd", "train"}
 
@@ -139,3 +143,29 @@ def test_wrong_providers_are_reported_not_timed(monkeypatch, tmp_path) -> None:
     assert rows["unable", "fwd"]["status"] == "skipped"
     assert "serves nothing" in rows["unable", "fwd"]["note"]
     assert torch.backends.cudnn.allow_tf32  # run() restored the global flags
+
+
+def _timed(provider: str, median: float, p20: float, p80: float, samples: int) -> dict:
+    r = dict.fromkeys(report.ROW_FIELDS)
+    r.update(provider=provider, device="cpu", mode="fwd", dtype="float32", shape="s", layers=1,
+             hidden=8,
+             batch=1, seq=1, status="ok", median_ms=median, p20_ms=p20, p80_ms=p80,
+             samples=samples, note="", spread=(p80 - p20) / median)  # fmt: skip
+    return r
+
+
+def test_speedup_needs_enough_samples_and_noise_is_flagged() -> None:
+    base = _timed("torch-cpu", 10.0, 9.9, 10.1, 20)
+    one = _timed("cpu", 1.0, 1.0, 1.0, 1)  # the "12.8x from one sample" of issue 11
+    steady = _timed("cpu", 5.0, 4.9, 5.1, 20)
+    noisy = _timed("cpu", 5.0, 4.0, 7.0, 20)
+    report.add_speedups([base, one], {"cpu": "torch-cpu"})
+    assert one["speedup_vs_baseline"] is None and "fewer than" in one["note"]
+    report.add_speedups([base, steady, noisy], {"cpu": "torch-cpu"})
+    assert steady["speedup_vs_baseline"] == pytest.approx(2.0) and not report.is_noisy(steady)
+    assert report.is_noisy(noisy)
+    table = report.markdown([base, steady, noisy], {"device": "cpu", "date": "d", "git_sha": None,
+                            "git_dirty": False, "torch": "t", "triton": None, "cuda": None,
+                            "cudnn": None, "torch_threads": 2, "cpu_model": "x",
+                            "tf32_cudnn": False, "tf32_matmul": False})  # fmt: skip
+    assert table.count("noisy (p20-p80 spread 60%)") == 1

@@ -1,0 +1,188 @@
+"""Decoding an LSTM language model: token ids in, sampled token ids out.
+
+`lstm_lm_generate` runs the loop token -> embedding (or one-hot) -> LSTM layers
+-> linear head -> sampler -> next token for `steps` tokens. On the CPU in
+float32 it is one call into compiled code (torch.ops.charrnn_fast.
+lstm_lm_generate, csrc/cpu/generate.cpp); elsewhere (CUDA, other dtypes, a CPU
+without AVX2) the same loop runs here in PyTorch, one step at a time, with the
+same sampler, so both give the same tokens for the same seed up to rounding
+of the logits. The sampler's rule is written out in csrc/cpu/sampler.h.
+Legend: L layers, B rows (independent streams), H hidden units, V vocabulary,
+E embedding size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from charrnn_fast import _ops
+
+
+def _u64(c: int) -> int:
+    """A uint64 constant as the int64 with the same bits."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_C1, _C2, _C3 = _u64(0x9E3779B97F4A7C15), _u64(0xBF58476D1CE4E5B9), _u64(0x94D049BB133111EB)
+
+
+def _srl(z: Tensor, n: int) -> Tensor:
+    """Logical right shift of int64 bits (>> is arithmetic on int64)."""
+    return (z >> n) & ((1 << (64 - n)) - 1)
+
+
+def _mix(z: Tensor) -> Tensor:
+    """splitmix64's finaliser on int64 tensors (wrapping, as uint64)."""
+    z = z + _C1
+    z = (z ^ _srl(z, 30)) * _C2
+    z = (z ^ _srl(z, 27)) * _C3
+    return z ^ _srl(z, 31)
+
+
+def uniform(seed: int, rows: Tensor, pos: int) -> Tensor:
+    """The sampler's u in [0, 1) for rows[B] (int64) at output position `pos`: float64 [B]."""
+    s = _mix(torch.full_like(rows, _u64(seed % (1 << 64))))
+    return _srl(_mix(_mix(s ^ rows) ^ pos), 11).double() * 2.0**-53
+
+
+def check_sampler_args(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:
+    """ValueError naming the argument, as the compiled op words it."""
+    if not argmax and not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(
+            f"temperature must be > 0 and finite (got {temperature}); use argmax for greedy"
+        )
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = all), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = all), got {top_p}")
+
+
+def pick(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    argmax: bool = False,
+    seed: int = 0,
+    rows: Tensor | None = None,
+    pos: int = 0,
+) -> Tensor:
+    """Next token ids [B] (int64) from logits [B, V] by the rule of csrc/cpu/sampler.h.
+
+    rows: each row's stream number (default 0..B-1); pos: the output position.
+    Any temperature > 0 is safe: weights are exp((z - max z) / T) in float64.
+    """
+    B, V = logits.shape
+    z = logits.double()
+    best = z.argmax(dim=1)  # the first maximum
+    if argmax:
+        return best
+    w = torch.exp((z - z.max(dim=1, keepdim=True).values) / temperature)
+    if 0 < top_k < V:
+        kth = torch.topk(z, top_k, dim=1).values[:, -1:]
+        w = torch.where(z >= kth, w, torch.zeros_like(w))
+    total = w.sum(dim=1, keepdim=True)
+    if top_p < 1:
+        sw, order = torch.sort(w, dim=1, descending=True, stable=True)
+        before = torch.cumsum(sw, dim=1) - sw  # cumulative weight before each token
+        keep = before < top_p * total
+        w = torch.zeros_like(w).scatter(1, order, torch.where(keep, sw, torch.zeros_like(sw)))
+        total = w.sum(dim=1, keepdim=True)
+    if rows is None:
+        rows = torch.arange(B, device=logits.device)
+    target = uniform(seed, rows.to(logits.device), pos).unsqueeze(1) * total
+    cum = torch.cumsum(w, dim=1)
+    hit = (cum > target) & (w > 0)
+    # The first hit; rounding can leave none (target in the last ulp): the last kept token.
+    last = V - 1 - (w > 0).flip(1).int().argmax(dim=1)
+    first = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), last)
+    ok = torch.isfinite(total.squeeze(1)) & (total.squeeze(1) > 0)
+    return torch.where(ok, first, best)
+
+
+def compiled_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the compiled decode loop serves tensors of this device and dtype."""
+    return (
+        _ops.load_error() is None
+        and device.type == "cpu"
+        and dtype == torch.float32
+        and _ops.cpu_vector_width() > 0
+    )
+
+
+@torch.no_grad()
+def lstm_lm_generate(
+    tokens: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    embed: Tensor | None,
+    weights: list[Tensor],
+    head_w: Tensor,
+    head_b: Tensor | None,
+    steps: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    argmax: bool = False,
+    seed: int = 0,
+    offset: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Feed tokens[B], sample the next token, feed it, ... `steps` times.
+
+    tokens: int64 [B], the last token of each row not yet fed to the model.
+    h0, c0: [L, B, H] state before feeding them.
+    embed: [V, E] embedding, or None for one-hot input (layer 0's input size V).
+    weights: nn.LSTM's flat list (unidirectional, no projection): per layer
+        w_ih [4H, I], w_hh [4H, H] and, with biases, b_ih [4H], b_hh [4H].
+    head_w [V, H], head_b [V] or None: logits = h_top head_w^T + head_b.
+    seed, offset: row b's sample at output position offset + s uses the random
+        number uniform(seed, b, offset + s), so splitting a generation into
+        calls (offset = tokens generated so far) changes nothing.
+    Returns ids [B, steps] int64 and the state (h, c) [L, B, H]: every token
+    fed but the last sampled one, which is the `tokens` of the next call.
+    """
+    check_sampler_args(temperature, top_k, top_p, argmax)
+    if compiled_available(h0.device, h0.dtype):
+        return torch.ops.charrnn_fast.lstm_lm_generate(
+            tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
+            argmax, seed, offset,
+        )  # fmt: skip
+    return _generate_python(
+        tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
+        argmax, seed, offset,
+    )  # fmt: skip
+
+
+def _generate_python(
+    tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p, argmax,
+    seed, offset,
+):  # fmt: skip
+    """The same loop in PyTorch, one step at a time (any device and dtype)."""
+    L = h0.shape[0]
+    per = len(weights) // L
+    V = head_w.shape[0]
+    h, c = list(h0.unbind(0)), list(c0.unbind(0))
+    cur = tokens
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    out = []
+    for s in range(steps):
+        x = embed[cur] if embed is not None else F.one_hot(cur, V).to(h0.dtype)
+        for layer in range(L):
+            w_ih, w_hh = weights[layer * per], weights[layer * per + 1]
+            pre = F.linear(x, w_ih) + F.linear(h[layer], w_hh)
+            if per == 4:
+                pre = pre + weights[layer * per + 2] + weights[layer * per + 3]
+            i, f, g, o = pre.float().chunk(4, dim=1)
+            cell = torch.sigmoid(f) * c[layer].float() + torch.sigmoid(i) * torch.tanh(g)
+            hid = torch.sigmoid(o) * torch.tanh(cell)
+            c[layer], h[layer] = cell.to(h0.dtype), hid.to(h0.dtype)
+            x = h[layer]
+        logits = F.linear(x, head_w, head_b)
+        cur = pick(logits, temperature, top_k, top_p, argmax, seed, rows, offset + s)
+        out.append(cur)
+    ids = torch.stack(out, dim=1) if out else tokens.new_empty((tokens.shape[0], 0))
+    return ids, torch.stack(h), torch.stack(c)

@@ -1,0 +1,103 @@
+// ISA dispatch and weight packing of the fused fp32 kernels (fused.h).
+#include "fused.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace charrnn_fast::cpu {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+namespace avx512 {
+extern const FusedKernels kKernels;
+}
+namespace avx2 {
+extern const FusedKernels kKernels;
+}
+
+const FusedKernels* fused_kernels() {
+  static const FusedKernels* chosen = []() -> const FusedKernels* {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
+      return &avx512::kKernels;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::kKernels;
+    return nullptr;
+  }();
+  return chosen;
+}
+#else
+const FusedKernels* fused_kernels() { return nullptr; }
+#endif
+
+// Blocks per thread when packing: at least ~4 MB of weights each. Smaller
+// weights are packed by the calling thread alone: waking another thread costs
+// more than the copy, and on a busy machine it can cost a scheduler time slice.
+static int64_t pack_grain(int64_t floats_per_block) {
+  return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, floats_per_block));
+}
+
+at::Tensor pack_gates(const FusedKernels& k, const at::Tensor& w_a, const at::Tensor& w_b) {
+  const int64_t VW = k.vw, H = w_a.size(0) / 4, Ka = w_a.size(1);
+  const int64_t Kb = w_b.defined() ? w_b.size(1) : 0, K = Ka + Kb;
+  const int64_t nblocks = (H + VW - 1) / VW;
+  // at::empty, and every lane written below: a parallel zero-fill would wake threads.
+  at::Tensor out = at::empty({nblocks * K * 4 * VW}, w_a.options());
+  const float* pa = w_a.const_data_ptr<float>();
+  const float* pb = Kb > 0 ? w_b.const_data_ptr<float>() : nullptr;
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, nblocks, pack_grain(K * 4 * VW), [&](int64_t b0, int64_t b1) {
+    for (int64_t jb = b0; jb < b1; ++jb) {
+      for (int64_t kk = 0; kk < K; ++kk) {
+        float* dst = po + (jb * K + kk) * 4 * VW;
+        for (int64_t q = 0; q < 4; ++q) {
+          for (int64_t l = 0; l < VW; ++l) {
+            const int64_t unit = jb * VW + l, row = q * H + unit;
+            dst[q * VW + l] = unit >= H ? 0.0f
+                              : kk < Ka ? pa[row * Ka + kk]
+                                        : pb[row * Kb + (kk - Ka)];
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor pack_columns(const FusedKernels& k, const at::Tensor& src, int64_t N, int64_t K,
+                        int64_t stride_n, int64_t stride_k) {
+  const int64_t VW = k.vw, nblocks = (N + VW - 1) / VW;
+  at::Tensor out = at::empty({nblocks * K * VW}, src.options());  // every lane written
+  const float* ps = src.const_data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  at::parallel_for(0, nblocks, pack_grain(K * VW), [&](int64_t b0, int64_t b1) {
+    for (int64_t jb = b0; jb < b1; ++jb) {
+      for (int64_t kk = 0; kk < K; ++kk) {
+        for (int64_t l = 0; l < VW; ++l) {
+          const int64_t n = jb * VW + l;
+          po[(jb * K + kk) * VW + l] = n < N ? ps[n * stride_n + kk * stride_k] : 0.0f;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b, at::Tensor out,
+                 bool accumulate) {
+  const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
+  if (!out.defined()) out = at::empty({M, N}, a.options());
+  const GemmTnArgs g{N,   K, a.const_data_ptr<float>(), a.stride(0), b.const_data_ptr<float>(),
+                     b.stride(0), out.data_ptr<float>(), N, accumulate};
+  const int64_t tiles = (M + k.tn_rows - 1) / k.tn_rows;
+  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t m0 = t0 * k.tn_rows, m1 = t1 * k.tn_rows < M ? t1 * k.tn_rows : M;
+    std::vector<float> scratch(k.tn_chunk * (m1 - m0 + k.tn_rows + k.tn_cols));
+    k.gemm_tn(g, m0, m1, scratch.data());
+  });
+  return out;
+}
+
+}  // namespace charrnn_fast::cpu

@@ -1,0 +1,280 @@
+// Register-blocked fp32 kernels of the CPU recurrence, written once over a
+// vector of VW floats (GCC vector extensions) and compiled per ISA by
+// fused_avx512.cpp (VW = 16) and fused_avx2.cpp (VW = 8), each under its own
+// `#pragma GCC target`. Included only from those files, after every other
+// header, so that nothing outside this file is compiled for their ISA; all of
+// it has internal linkage (no ODR clash between the two builds).
+//
+// Packed layouts (built by fused.cpp, see fused.h):
+// - gate panels: for unit block jb (VW hidden units) and k, 4 vectors in a
+//   row: W_i, W_f, W_g, W_o for those units at column k. One tile then holds
+//   all four gates of its units, so the pointwise LSTM update runs on the
+//   accumulators, and the pre-activations never go to memory.
+// - column panels: for column block jb and k, one vector: W[jb*VW + lane, k].
+// Units and columns past the end are zero in the panels; partial blocks are
+// loaded and stored lane by lane.
+//
+// Requires before inclusion: FUSED_VW (8 or 16) and FUSED_NS (namespace).
+#include <cstdint>
+
+namespace charrnn_fast::cpu::FUSED_NS {
+namespace {
+
+constexpr int VW = FUSED_VW;
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+
+#define FUSED_INLINE __attribute__((always_inline)) inline
+
+// A broadcast. s - 0 is s for every s (-0.0f included), so the compiler drops
+// the subtraction; vf{} + s would have to keep an addition (-0 + 0 = +0).
+template <int N>
+struct Int {
+  static constexpr int value = N;
+};
+
+FUSED_INLINE vf splat(float s) { return s - vf{}; }
+
+FUSED_INLINE vf load(const float* p) {
+  vf v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+FUSED_INLINE void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+// The first n lanes (n <= VW) from / to memory; the others read as zero.
+FUSED_INLINE vf load_n(const float* p, int64_t n) {
+  if (n == VW) return load(p);
+  vf v = vf{};
+  for (int64_t l = 0; l < n; ++l) v[l] = p[l];
+  return v;
+}
+
+FUSED_INLINE void store_n(float* p, vf v, int64_t n) {
+  if (n == VW) return store(p, v);
+  for (int64_t l = 0; l < n; ++l) p[l] = v[l];
+}
+
+// exp, sigmoid and tanh as in pointwise.h (same constants, same rounding
+// steps), on whole vectors.
+FUSED_INLINE vf vexp(vf x) {
+  x = x > splat(88.0f) ? splat(88.0f) : x;
+  x = x < splat(-87.0f) ? splat(-87.0f) : x;
+  const vf shifter = splat(12582912.0f);
+  const vf t = x * 1.44269504088896341f + shifter;
+  const vf n = t - shifter;
+  const vi ni = (vi)t - (vi)shifter;
+  const vf r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  vf p = splat(1.0f / 720.0f);
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p * (vf)((ni + 127) << 23);
+}
+
+FUSED_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+FUSED_INLINE vf vtanh(vf x) { return 2.0f * vsigmoid(2.0f * x) - 1.0f; }
+
+// MR rows x NB unit blocks of the forward step, blocks jb .. jb+NB-1.
+template <int MR, int NB>
+FUSED_INLINE void step_tile(const LstmStepArgs& s, int64_t r0, int64_t jb) {
+  vf acc[MR][NB][4];
+  for (int m = 0; m < MR; ++m)
+    for (int b = 0; b < NB; ++b)
+      for (int q = 0; q < 4; ++q) acc[m][b][q] = vf{};
+  const float* a = s.a + r0 * s.lda;
+  for (int64_t k = 0; k < s.K; ++k) {
+    vf w[NB][4];
+    for (int b = 0; b < NB; ++b) {
+      const float* p = s.wp + ((jb + b) * s.K + k) * 4 * VW;
+      for (int q = 0; q < 4; ++q) w[b][q] = load(p + q * VW);
+    }
+    for (int m = 0; m < MR; ++m) {
+      const vf x = splat(a[m * s.lda + k]);
+      for (int b = 0; b < NB; ++b)
+        for (int q = 0; q < 4; ++q) acc[m][b][q] += x * w[b][q];
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    const int64_t j = (jb + b) * VW, n = s.H - j < VW ? s.H - j : VW;
+    for (int m = 0; m < MR; ++m) {
+      const int64_t r = r0 + m;
+      const float* add = s.add + r * s.ldadd + j;
+      const vf i = vsigmoid(acc[m][b][0] + load_n(add, n));
+      const vf f = vsigmoid(acc[m][b][1] + load_n(add + s.H, n));
+      const vf g = vtanh(acc[m][b][2] + load_n(add + 2 * s.H, n));
+      const vf o = vsigmoid(acc[m][b][3] + load_n(add + 3 * s.H, n));
+      const vf c = f * load_n(s.c_prev + r * s.ldc + j, n) + i * g;
+      store_n(s.c_next + r * s.ldc + j, c, n);
+      store_n(s.h + r * s.ldh + j, o * vtanh(c), n);
+      if (s.act != nullptr) {
+        float* act = s.act + r * s.ldact + j;
+        store_n(act, i, n);
+        store_n(act + s.H, f, n);
+        store_n(act + 2 * s.H, g, n);
+        store_n(act + 3 * s.H, o, n);
+      }
+    }
+  }
+}
+
+// Rows [r0, r1) on unit blocks [jb0, jb1) with the widest tile that fits.
+template <int MR>
+FUSED_INLINE void step_rows(const LstmStepArgs& s, int64_t r0, int64_t jb0, int64_t jb1) {
+  // Few rows leave too few independent accumulators per block to hide the
+  // FMA latency: then take several unit blocks per tile instead.
+  constexpr int NB = VW == 16 ? (MR == 1 ? 4 : (MR == 2 ? 2 : 1)) : (MR == 1 ? 2 : 1);
+  int64_t jb = jb0;
+  for (; jb + NB <= jb1; jb += NB) step_tile<MR, NB>(s, r0, jb);
+  for (; jb < jb1; ++jb) step_tile<MR, 1>(s, r0, jb);
+}
+
+constexpr int kStepRows = VW == 16 ? 6 : 2;  // rows per tile: 4*MR accumulators
+
+// Calls f(std::integral_constant<int, mr>) for the tile height mr in 1..R that
+// splits `left` rows into equal tiles: 25 rows are 5 tiles of 5, not 4 of 6
+// and a single row (which streams the weights as often as a whole tile).
+template <int R, typename F>
+FUSED_INLINE int64_t balanced_tile(int64_t left, const F& f) {
+  const int64_t tiles = (left + R - 1) / R, mr = (left + tiles - 1) / tiles;
+  switch (mr) {
+    case 6: if constexpr (R >= 6) f(Int<6>{}); break;
+    case 5: if constexpr (R >= 5) f(Int<5>{}); break;
+    case 4: if constexpr (R >= 4) f(Int<4>{}); break;
+    case 3: if constexpr (R >= 3) f(Int<3>{}); break;
+    case 2: if constexpr (R >= 2) f(Int<2>{}); break;
+    default: f(Int<1>{}); break;
+  }
+  return mr;
+}
+
+void lstm_step(const LstmStepArgs& s) {
+  const int64_t jb1 = s.jb1 < 0 ? (s.H + VW - 1) / VW : s.jb1;
+  for (int64_t r = 0; r < s.rows;) {
+    r += balanced_tile<kStepRows>(s.rows - r, [&](auto mr) {
+      step_rows<decltype(mr)::value>(s, r, s.jb0, jb1);
+    });
+  }
+}
+
+// MR rows x NB column blocks of out = a . W^T (column panels).
+template <int MR, int NB>
+FUSED_INLINE void gemm_tile(const GemmArgs& g, int64_t r0, int64_t jb) {
+  vf acc[MR][NB];
+  for (int m = 0; m < MR; ++m)
+    for (int b = 0; b < NB; ++b) acc[m][b] = vf{};
+  const float* a = g.a + r0 * g.lda;
+  for (int64_t k = 0; k < g.K; ++k) {
+    vf w[NB];
+    for (int b = 0; b < NB; ++b) w[b] = load(g.wp + ((jb + b) * g.K + k) * VW);
+    for (int m = 0; m < MR; ++m) {
+      const vf x = splat(a[m * g.lda + k]);
+      for (int b = 0; b < NB; ++b) acc[m][b] += x * w[b];
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    const int64_t j = (jb + b) * VW, n = g.N - j < VW ? g.N - j : VW;
+    for (int m = 0; m < MR; ++m) {
+      float* out = g.out + (r0 + m) * g.ldo + j;
+      vf v = acc[m][b];
+      if (g.bias != nullptr) v += load_n(g.bias + j, n);
+      store_n(out, v, n);
+    }
+  }
+}
+
+template <int MR>
+FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t jb0, int64_t jb1) {
+  constexpr int NB = VW == 16 ? (MR >= 3 ? 4 : 8) : (MR >= 3 ? 2 : 4);
+  int64_t jb = jb0;
+  for (; jb + NB <= jb1; jb += NB) gemm_tile<MR, NB>(g, r0, jb);
+  for (; jb < jb1; ++jb) gemm_tile<MR, 1>(g, r0, jb);
+}
+
+void gemm(const GemmArgs& g) {
+  const int64_t jb1 = g.jb1 < 0 ? (g.N + VW - 1) / VW : g.jb1;
+  for (int64_t r = 0; r < g.rows;) {
+    r += balanced_tile<VW == 16 ? 6 : 3>(g.rows - r, [&](auto mr) {
+      gemm_rows<decltype(mr)::value>(g, r, g.jb0, jb1);
+    });
+  }
+}
+
+constexpr int kTnRows = VW == 16 ? 6 : 3;
+constexpr int64_t kTnChunk = 128;                     // k per pass: the packed B panel stays in L1
+constexpr int64_t kTnCols = (VW == 16 ? 4 : 2) * VW;  // columns per packed B panel
+
+// kTnRows output rows (`valid` of them real) x NB column blocks of out = A^T B
+// over one k chunk. ap: this tile's rows of A packed k-major (kTnRows per k).
+template <int NB>
+FUSED_INLINE void tn_tile(const GemmTnArgs& g, const float* ap, const float* bp, int64_t m0,
+                          int valid, int64_t jb, bool add, int64_t kc) {
+  constexpr int MR = kTnRows;
+  vf acc[MR][NB];
+  for (int m = 0; m < MR; ++m)
+    for (int b = 0; b < NB; ++b) acc[m][b] = vf{};
+  for (int64_t k = 0; k < kc; ++k, bp += NB * VW, ap += MR) {
+    vf w[NB];
+    for (int b = 0; b < NB; ++b) w[b] = load(bp + b * VW);
+    for (int m = 0; m < MR; ++m) {
+      const vf x = splat(ap[m]);
+      for (int b = 0; b < NB; ++b) acc[m][b] += x * w[b];
+    }
+  }
+  for (int m = 0; m < valid; ++m) {
+    float* out = g.out + (m0 + m) * g.ldo + jb * VW;
+    for (int b = 0; b < NB; ++b) {
+      const int64_t j = (jb + b) * VW, n = g.N - j < VW ? g.N - j : VW;
+      if (n <= 0) break;
+      vf v = acc[m][b];
+      if (add) v += load_n(out + b * VW, n);
+      store_n(out + b * VW, v, n);
+    }
+  }
+}
+
+// Output rows [m0, m1). scratch: kTnChunk * (m1 - m0 + kTnRows + kTnCols) floats.
+void gemm_tn(const GemmTnArgs& g, int64_t m0, int64_t m1, float* scratch) {
+  constexpr int NB = VW == 16 ? 4 : 2;
+  const int64_t ntiles = (m1 - m0 + kTnRows - 1) / kTnRows;
+  float* bp = scratch + kTnChunk * ntiles * kTnRows;  // [kc, NB * VW]
+  for (int64_t k0 = 0; k0 < g.K; k0 += kTnChunk) {
+    const int64_t kc = g.K - k0 < kTnChunk ? g.K - k0 : kTnChunk;
+    // Pack A[k0:k0+kc, m0:m1] tile by tile, k-major, zero past m1: the tiles
+    // then read their broadcasts sequentially (the rows of A are far apart).
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* arow = g.a + (k0 + k) * g.lda;
+      float* dst = scratch + k * kTnRows;
+      for (int64_t m = m0; m < m0 + ntiles * kTnRows; m += kTnRows, dst += kc * kTnRows) {
+        for (int r = 0; r < kTnRows; ++r) dst[r] = m + r < m1 ? arow[m + r] : 0.0f;
+      }
+    }
+    const bool add = k0 > 0 || g.accumulate;
+    for (int64_t j0 = 0; j0 < g.N; j0 += NB * VW) {
+      // This column group of B, contiguous and zero-padded: read by every tile from L1.
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* brow = g.b + (k0 + k) * g.ldb;
+        for (int64_t j = 0; j < NB * VW; ++j) {
+          bp[k * NB * VW + j] = j0 + j < g.N ? brow[j0 + j] : 0.0f;
+        }
+      }
+      for (int64_t t = 0; t < ntiles; ++t) {
+        const int64_t m = m0 + t * kTnRows;
+        const int valid = m1 - m < kTnRows ? int(m1 - m) : kTnRows;
+        tn_tile<NB>(g, scratch + t * kc * kTnRows, bp, m, valid, j0 / VW, add, kc);
+      }
+    }
+  }
+}
+
+#undef FUSED_INLINE
+
+}  // namespace
+
+extern const FusedKernels kKernels{VW, kTnRows, &lstm_step, &gemm, &gemm_tn, kTnChunk, kTnCols};
+
+}  // namespace charrnn_fast::cpu::FUSED_NS

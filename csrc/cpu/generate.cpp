@@ -1,0 +1,209 @@
+// lstm_lm_generate on the CPU: the whole decode loop of an LSTM language model
+// (token -> embedding or one-hot -> LSTM layers -> linear head -> sampler ->
+// next token) for `steps` tokens in one call, fp32.
+//
+// Why: a Python loop pays ~100 us of dispatch per token, while the 2x128
+// char model's arithmetic is ~0.5 MFLOP per token (microseconds). Here the
+// weights are packed once per call into the layouts of fused.h, every layer
+// is one fused kernel call per step, and each thread owns a block of the
+// batch rows for all steps (rows never interact), so there is no
+// synchronisation at all. The schema and argument meanings are in ops.cpp;
+// the sampler (sampler.h) is the one the Python fallback mirrors.
+// Legend: L layers, B rows (streams), H hidden units, V vocabulary, E embedding size.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <omp.h>
+
+#include <vector>
+
+#include "fused.h"
+#include "sampler.h"
+
+namespace charrnn_fast {
+namespace {
+
+void check_f32(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK(t.sizes() == shape, "charrnn_fast: lstm_lm_generate: ", name, " must have shape ",
+              shape, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "charrnn_fast: lstm_lm_generate: ", name,
+              " must be float32 on the CPU (other dtypes take the Python loop), got ",
+              t.scalar_type());
+  TORCH_CHECK(t.device().is_cpu(), "charrnn_fast: lstm_lm_generate: ", name,
+              " must be on the CPU, got ", t.device());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
+    const at::Tensor& tokens, const at::Tensor& h0, const at::Tensor& c0,
+    const std::optional<at::Tensor>& embed, at::TensorList weights, const at::Tensor& head_w,
+    const std::optional<at::Tensor>& head_b, int64_t steps, double temperature, int64_t top_k,
+    double top_p, bool argmax, int64_t seed, int64_t offset) {
+  const cpu::FusedKernels* k = cpu::fused_kernels();
+  TORCH_CHECK(k != nullptr,
+              "charrnn_fast: lstm_lm_generate needs a CPU with AVX2+FMA or AVX-512 "
+              "(the Python loop serves other CPUs)");
+  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: lstm_lm_generate: h0 must be [L, B, H], got ",
+              h0.sizes());
+  const int64_t L = h0.size(0), B = h0.size(1), H = h0.size(2), G = 4 * H;
+  TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: lstm_lm_generate: head_w must be [V, H], got ",
+              head_w.sizes());
+  const int64_t V = head_w.size(0);
+  check_f32(h0, "h0", {L, B, H});
+  check_f32(c0, "c0", {L, B, H});
+  check_f32(head_w, "head_w", {V, H});
+  if (head_b.has_value()) check_f32(*head_b, "head_b", {V});
+  TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 1 && tokens.size(0) == B,
+              "charrnn_fast: lstm_lm_generate: tokens must be int64 [B] with B = ", B, ", got ",
+              tokens.scalar_type(), " ", tokens.sizes());
+  TORCH_CHECK(steps >= 0, "charrnn_fast: lstm_lm_generate: steps must be >= 0, got ", steps);
+  check_sampler_args(temperature, top_k, top_p, argmax);
+  const int64_t per_layer = static_cast<int64_t>(weights.size()) / std::max<int64_t>(L, 1);
+  TORCH_CHECK(L > 0 && (per_layer == 2 || per_layer == 4) &&
+                  static_cast<int64_t>(weights.size()) == per_layer * L,
+              "charrnn_fast: lstm_lm_generate: weights must hold 2 (no bias) or 4 tensors per "
+              "layer (w_ih, w_hh[, b_ih, b_hh]) for L = ", L, " layers, got ", weights.size());
+  const bool bias = per_layer == 4;
+  const int64_t E = embed.has_value() ? embed->size(1) : V;  // layer-0 input size
+  if (embed.has_value()) check_f32(*embed, "embed", {V, E});
+  const at::Tensor tok = tokens.contiguous();
+  const int64_t* tok_p = tok.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(tok_p[b] >= 0 && tok_p[b] < V, "charrnn_fast: lstm_lm_generate: tokens[", b,
+                "] = ", tok_p[b], " is outside the vocabulary [0, ", V, ")");
+  }
+
+  // Pack: per layer W = [W_ih | W_hh] in gate panels (layer 0 one-hot: W_hh
+  // only, its input projection is a row of W_ih^T), the biases summed.
+  std::vector<at::Tensor> packed(L), bias_sum(L);
+  std::vector<int64_t> K(L);
+  at::Tensor onehot_rows;  // [V, 4H]: W_ih0^T + bias, the one-hot layer-0 projection
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor& w_ih = weights[l * per_layer];
+    const at::Tensor& w_hh = weights[l * per_layer + 1];
+    const int64_t in = l == 0 ? E : H;
+    check_f32(w_ih, "w_ih", {G, in});
+    check_f32(w_hh, "w_hh", {G, H});
+    at::Tensor bsum = at::zeros({G}, h0.options());  // [4H]: small, filled inline
+    if (bias) {
+      check_f32(weights[l * per_layer + 2], "b_ih", {G});
+      check_f32(weights[l * per_layer + 3], "b_hh", {G});
+      bsum = weights[l * per_layer + 2] + weights[l * per_layer + 3];
+    }
+    if (l == 0 && !embed.has_value()) {
+      // W_ih^T + bias, [V, 4H], by this thread (a parallel ATen op would wake others).
+      const at::Tensor w = w_ih.contiguous();
+      onehot_rows = at::empty({E, G}, h0.options());
+      const float* wp = w.const_data_ptr<float>();
+      const float* bp = bsum.const_data_ptr<float>();
+      float* op = onehot_rows.data_ptr<float>();
+      for (int64_t v = 0; v < E; ++v) {
+        for (int64_t g = 0; g < G; ++g) op[v * G + g] = wp[g * E + v] + bp[g];
+      }
+      packed[l] = cpu::pack_gates(*k, w_hh.contiguous(), at::Tensor());
+      K[l] = H;
+    } else {
+      packed[l] = cpu::pack_gates(*k, w_ih.contiguous(), w_hh.contiguous());
+      K[l] = in + H;
+    }
+    bias_sum[l] = bsum;
+  }
+  const at::Tensor head = cpu::pack_columns(*k, head_w.contiguous(), V, H, H, 1);
+  const at::Tensor head_bias = head_b.has_value() ? head_b->contiguous() : at::Tensor();
+
+  at::Tensor h = h0.clone(), c = c0.clone();  // [L, B, H], updated in place
+  at::Tensor ids = at::empty({B, steps}, tokens.options());
+  float* h_p = h.data_ptr<float>();
+  float* c_p = c.data_ptr<float>();
+  int64_t* ids_p = ids.data_ptr<int64_t>();
+  const float* emb_p = embed.has_value() ? embed->const_data_ptr<float>() : nullptr;
+  const Sampler sampler{temperature, top_k, top_p, argmax, static_cast<uint64_t>(seed)};
+  const int64_t kmax = std::max(E, H) + H;
+
+  // The decode loop on rows [b0, b1). team: the threads of an OpenMP team
+  // share these rows and split the hidden units (and the head's columns); they
+  // meet after copying a layer's inputs (before anyone overwrites that state),
+  // after each layer, after the head and after sampling (one thread samples).
+  const int64_t blocks = (H + k->vw - 1) / k->vw, head_blocks = (V + k->vw - 1) / k->vw;
+  std::vector<int64_t> shared_cur(tok_p, tok_p + B);  // team mode: the current tokens
+  std::vector<float> shared_logits(B * V);
+  auto run = [&](int64_t b0, int64_t b1, int64_t tid, int64_t nt) {
+    const bool team = nt > 1;
+    const int64_t nb = b1 - b0;
+    const int64_t jb0 = blocks * tid / nt, jb1 = blocks * (tid + 1) / nt;
+    const int64_t hb0 = head_blocks * tid / nt, hb1 = head_blocks * (tid + 1) / nt;
+    std::vector<float> x(nb * kmax), add(nb * G), own_logits(team ? 0 : nb * V);
+    float* logits = team ? shared_logits.data() : own_logits.data();
+    SamplerScratch scratch(V);
+    std::vector<int64_t> own_cur(tok_p + b0, tok_p + b1);
+    int64_t* cur = team ? shared_cur.data() : own_cur.data();
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int64_t l = 0; l < L; ++l) {
+        float* hl = h_p + (l * B + b0) * H;
+        float* cl = c_p + (l * B + b0) * H;
+        const float* addp = bias_sum[l].const_data_ptr<float>();
+        int64_t ldadd = 0;  // one bias row for all rows
+        const int64_t in = K[l] - H;
+        for (int64_t r = 0; r < nb; ++r) {
+          float* xr = x.data() + r * K[l];
+          if (l == 0 && emb_p == nullptr) {
+            const float* src = onehot_rows.const_data_ptr<float>() + cur[r] * G;
+            std::copy(src, src + G, add.data() + r * G);
+          } else if (l == 0) {
+            std::copy(emb_p + cur[r] * E, emb_p + (cur[r] + 1) * E, xr);
+          } else {
+            const float* below = h_p + ((l - 1) * B + b0 + r) * H;
+            std::copy(below, below + H, xr);
+          }
+          std::copy(hl + r * H, hl + (r + 1) * H, xr + in);
+        }
+        if (l == 0 && emb_p == nullptr) {
+          addp = add.data();
+          ldadd = G;
+        }
+        if (team) {
+#pragma omp barrier
+        }
+        k->lstm_step({nb, H, K[l], x.data(), K[l], packed[l].const_data_ptr<float>(), addp,
+                      ldadd, cl, cl, H, hl, H, nullptr, 0, jb0, team ? jb1 : -1});
+        if (team) {
+#pragma omp barrier
+        }
+      }
+      const float* top = h_p + ((L - 1) * B + b0) * H;
+      k->gemm({nb, V, H, top, H, head.const_data_ptr<float>(),
+               head_bias.defined() ? head_bias.const_data_ptr<float>() : nullptr, logits, V,
+               hb0, team ? hb1 : -1});
+      if (team) {
+#pragma omp barrier
+      }
+      if (tid == 0) {
+        for (int64_t r = 0; r < nb; ++r) {
+          cur[r] = sampler.pick(logits + r * V, V, b0 + r, offset + s, scratch);
+          ids_p[(b0 + r) * steps + s] = cur[r];
+        }
+      }
+      if (team) {
+#pragma omp barrier
+      }
+    }
+  };
+  // Weights beyond L2 (~1 MB) make each token a stream of them from L3 or
+  // memory: with few rows, every thread streams its share of the units.
+  // Otherwise (or with many rows) each thread owns rows and never waits.
+  int64_t weight_bytes = head.numel() * 4;
+  for (const auto& p : packed) weight_bytes += p.numel() * 4;
+  const int nt = at::get_num_threads();
+  if (nt > 1 && B < 6 * nt && blocks >= 2 * nt && weight_bytes > (int64_t{1} << 20)) {
+#pragma omp parallel num_threads(nt)
+    run(0, B, omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { run(b0, b1, 0, 1); });
+  }
+  return {ids, h, c};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(charrnn_fast, CPU, m) { m.impl("lstm_lm_generate", &lstm_lm_generate_cpu); }
+
+}  // namespace charrnn_fast

@@ -1,0 +1,123 @@
+"""The CPU backend's paths: the fused fp32 kernels, the weight-gradient GEMM,
+the forward-only delegation to ATen, and a light import."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import charrnn_fast
+from charrnn_fast import _ops
+from charrnn_fast.backends import cpu, reference
+
+fused = pytest.mark.skipif(_ops.cpu_vector_width() == 0, reason="no AVX2/AVX-512 fused kernels")
+
+
+def test_import_does_not_load_dynamo_and_compile_still_gets_allow_rnn():
+    code = (
+        "import sys, charrnn_fast\n"
+        "assert 'torch._dynamo' not in sys.modules, 'charrnn_fast imported torch._dynamo'\n"
+        "import torch._dynamo\n"
+        "assert torch._dynamo.config.allow_rnn\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+SHAPES = [(3, 1, 7), (4, 19, 33), (2, 25, 16), (3, 13, 100), (2, 50, 48), (5, 1, 100), (4, 5, 130)]
+
+
+@fused
+@pytest.mark.parametrize("T,B,H", SHAPES)
+def test_fused_fp32_kernels_against_float64(T, B, H, two_threads):
+    # Odd H (partial vectors), every tile height (B = 1, 13, 19, 25, 50); with
+    # two threads, rows split between them (B >= 12) or units (B < 12, H >= 64).
+    g = torch.Generator().manual_seed(0)
+    gx, w = torch.randn(T, B, 4 * H, generator=g), torch.randn(4 * H, H, generator=g) * 0.3
+    h0, c0 = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
+    out = torch.ops.charrnn_fast.lstm_fwd(gx, w, h0, c0, True)
+    ref = reference.lstm_fwd(gx.double(), w.double(), h0.double(), c0.double(), True)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=1e-5)
+    dy, dh, dc = (torch.randn(s, generator=g) for s in ((T, B, H), (B, H), (B, H)))
+    got = torch.ops.charrnn_fast.lstm_bwd(dy, dh, dc, w, *out, h0)
+    want = reference.lstm_bwd(dy.double(), dh.double(), dc.double(), w.double(),
+                              *(t.double() for t in out), h0.double())  # fmt: skip
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=1e-5 * max(1.0, b.abs().max()))
+
+
+@pytest.mark.parametrize("K,M,N", [(1, 1, 1), (300, 77, 5), (1001, 509, 130), (129, 6, 33)])
+def test_mm_tn(K, M, N):
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(K, M, generator=g), torch.randn(K, N, generator=g)
+    got = torch.ops.charrnn_fast.mm_tn(a, b)
+    torch.testing.assert_close(got.double(), a.double().t() @ b.double(), rtol=0, atol=1e-4)
+    assert torch.equal(
+        torch.ops.charrnn_fast.mm_tn(a.double(), b.double()), a.double().t() @ b.double()
+    )
+    with pytest.raises(RuntimeError, match=r"mm_tn wants a \[K, M\] and b \[K, N\]"):
+        torch.ops.charrnn_fast.mm_tn(a, b[1:])
+
+
+@pytest.fixture
+def auto(monkeypatch):
+    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "auto")
+
+
+def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval(auto):
+    torch.manual_seed(0)
+    ref = nn.LSTM(6, 10, 2)
+    ours = charrnn_fast.from_torch(ref, backend="cpu").eval()
+    x = torch.randn(7, 3, 6)
+    with torch.no_grad():
+        # The same ATen call as nn.LSTM: bit for bit the same result.
+        assert torch.equal(ours(x)[0], ref.eval()(x)[0])
+    # A gradient is needed in eval mode: backward works (ATen with train=True and
+    # no dropout at this size, our kernels elsewhere).
+    xg = x.clone().requires_grad_()
+    y, _ = ours(xg)
+    y.sum().backward()
+    ref_x = x.clone().requires_grad_()
+    ref(ref_x)[0].sum().backward()
+    torch.testing.assert_close(xg.grad, ref_x.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_training_calls_choose_by_shape(auto, monkeypatch, two_threads):
+    # Few rows: ATen (its per-step sync costs less than idle threads); many rows
+    # of a small H: our kernels. Overrides and an explicit other backend win.
+    torch.manual_seed(0)
+    ref = nn.LSTM(6, 10, 2)
+    ours = charrnn_fast.from_torch(ref, backend="cpu").train()
+    few, many = torch.randn(5, 2, 6), torch.randn(5, 12 * torch.get_num_threads(), 6)
+    for x, aten in ((few, True), (many, False)):
+        assert cpu.aten_serves(x, (x, x), list(ours.parameters()), "cpu", True) is aten
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "aten")
+    assert cpu.aten_serves(many, (many, many), list(ours.parameters()), "cpu", True)
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "ours")
+    assert not cpu.aten_serves(few, (few, few), list(ours.parameters()), "cpu", True)
+    assert not cpu.aten_serves(few, (few, few), list(ours.parameters()), "reference", True)
+    y = ours(few.requires_grad_())[0]  # ours, forced
+    torch.testing.assert_close(y, ref(few)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_forward_only_can_be_forced_onto_our_kernels(monkeypatch):
+    torch.manual_seed(0)
+    ref = nn.LSTM(6, 10, 2)
+    ours = charrnn_fast.from_torch(ref, backend="cpu").eval()
+    x = torch.randn(7, 3, 6)
+    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "ours")
+    with torch.no_grad():
+        got = ours(x)[0]
+    assert not torch.equal(got, ref(x)[0])  # not the ATen result bit for bit ...
+    torch.testing.assert_close(got, ref(x)[0], rtol=1e-5, atol=1e-6)  # ... but as close

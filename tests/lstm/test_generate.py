@@ -1,0 +1,208 @@
+"""lstm_lm_generate: the compiled decode loop against the PyTorch loop, and its sampler.
+
+The compiled op (CPU, fp32) and the Python loop implement the same rule
+(csrc/cpu/sampler.h), so with the same seed they must give the same tokens
+(the logits differ only by rounding, far from any decision boundary at these
+sizes); the sampler itself is checked against softmax(logits / T).
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from charrnn_fast import generate as G
+
+needs_compiled = pytest.mark.skipif(
+    not G.compiled_available(torch.device("cpu"), torch.float32),
+    reason="compiled decode loop unavailable (not built, or no AVX2 on this CPU)",
+)
+
+
+def lm(L=2, H=24, V=30, E=0, bias=True, seed=0):
+    """Random LM weights: (embed or None, flat LSTM weights, head_w, head_b)."""
+    torch.manual_seed(seed)
+    lstm = nn.LSTM(E or V, H, L, bias=bias)
+    weights = [getattr(lstm, n).detach() for n in lstm._flat_weights_names]
+    embed = torch.randn(V, E) if E else None
+    return embed, weights, torch.randn(V, H), torch.randn(V) if bias else None
+
+
+def call(fn, B=3, steps=40, L=2, H=24, V=30, E=0, bias=True, **kw):
+    embed, weights, hw, hb = lm(L, H, V, E, bias)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(V, (B,), generator=g)
+    h0 = torch.randn(L, B, H, generator=g) * 0.5
+    c0 = torch.randn(L, B, H, generator=g) * 0.5
+    opts = dict(temperature=1.0, top_k=0, top_p=1.0, argmax=False, seed=0, offset=0) | kw
+    return fn(tokens, h0, c0, embed, weights, hw, hb, steps, *opts.values())
+
+
+CASES = [
+    dict(argmax=True),
+    dict(seed=3, temperature=0.7),
+    dict(seed=4, top_k=4),
+    dict(seed=5, top_p=0.6, temperature=1.4),
+    dict(seed=6, top_k=10, top_p=0.9),
+]
+
+
+@needs_compiled
+@pytest.mark.parametrize("kw", CASES, ids=str)
+@pytest.mark.parametrize("E,bias,L", [(0, True, 2), (8, False, 3), (0, False, 1)], ids=str)
+def test_compiled_equals_python_loop(kw, E, bias, L):
+    ours = call(torch.ops.charrnn_fast.lstm_lm_generate, E=E, bias=bias, L=L, **kw)
+    ref = call(G._generate_python, E=E, bias=bias, L=L, **kw)
+    assert torch.equal(ours[0], ref[0])
+    torch.testing.assert_close(ours[1], ref[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours[2], ref[2], rtol=0, atol=1e-5)
+
+
+@needs_compiled
+@pytest.mark.parametrize("B", [1, 3])
+def test_threads_sharing_rows_of_a_large_model(B):
+    # Weights beyond 1 MB with few rows: the threads split the units (csrc/cpu/generate.cpp).
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kw = dict(B=B, steps=12, L=2, H=272, V=40, seed=5, top_k=20)
+        ours = call(torch.ops.charrnn_fast.lstm_lm_generate, **kw)
+    finally:
+        torch.set_num_threads(before)
+    ref = call(G._generate_python, **kw)
+    assert torch.equal(ours[0], ref[0])
+    torch.testing.assert_close(ours[1], ref[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", ["compiled", "python"])
+def test_same_seed_same_tokens_however_split(fn):
+    if fn == "compiled" and not G.compiled_available(torch.device("cpu"), torch.float32):
+        pytest.skip("compiled decode loop unavailable")
+    op = torch.ops.charrnn_fast.lstm_lm_generate if fn == "compiled" else G._generate_python
+    embed, weights, hw, hb = lm()
+    tok, h, c = torch.tensor([3, 7]), torch.zeros(2, 2, 24), torch.zeros(2, 2, 24)
+    whole = op(tok, h, c, embed, weights, hw, hb, 30, 1.0, 0, 1.0, False, 11, 0)
+    assert torch.equal(
+        whole[0], op(tok, h, c, embed, weights, hw, hb, 30, 1.0, 0, 1.0, False, 11, 0)[0]
+    )
+    first = op(tok, h, c, embed, weights, hw, hb, 12, 1.0, 0, 1.0, False, 11, 0)
+    rest = op(
+        first[0][:, -1], first[1], first[2], embed, weights, hw, hb, 18, 1.0, 0, 1.0, False, 11, 12
+    )
+    assert torch.equal(torch.cat([first[0], rest[0]], dim=1), whole[0])
+    other = op(tok, h, c, embed, weights, hw, hb, 30, 1.0, 0, 1.0, False, 12, 0)
+    assert not torch.equal(other[0], whole[0])
+
+
+def _chi_square_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """p-value of Pearson's chi-square test (Wilson-Hilferty normal approximation)."""
+    n = counts.sum().item()
+    keep = probs > 0
+    expected = probs[keep] * n
+    chi2 = ((counts[keep] - expected) ** 2 / expected).sum().item()
+    k = int(keep.sum()) - 1
+    z = ((chi2 / k) ** (1 / 3) - (1 - 2 / (9 * k))) / math.sqrt(2 / (9 * k))
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@pytest.mark.parametrize("T", [1.0, 0.6])
+def test_next_token_distribution_is_softmax_of_logits_over_T(compiled, T):
+    # Many rows from one state: each row's first sample is an independent draw.
+    if compiled and not G.compiled_available(torch.device("cpu"), torch.float32):
+        pytest.skip("compiled decode loop unavailable")
+    op = torch.ops.charrnn_fast.lstm_lm_generate if compiled else G._generate_python
+    embed, weights, hw, hb = lm(L=1, H=16, V=12)
+    B = 40_000
+    tok = torch.full((B,), 2)
+    h, c = torch.zeros(1, B, 16), torch.zeros(1, B, 16)
+    ids = op(tok, h, c, embed, weights, hw, hb, 1, T, 0, 1.0, False, 2024, 0)[0][:, 0]
+    # The logits of that state, computed independently in float64.
+    x = torch.nn.functional.one_hot(torch.tensor([2]), 12).double()
+    w_ih, w_hh, b_ih, b_hh = (w.double() for w in weights)
+    i, f, g, o = (x @ w_ih.t() + b_ih + b_hh).chunk(4, dim=1)
+    hid = torch.sigmoid(o) * torch.tanh(torch.sigmoid(i) * torch.tanh(g))
+    probs = torch.softmax((hid @ hw.double().t() + hb.double()) / T, dim=1)[0]
+    counts = torch.bincount(ids, minlength=12).double()
+    assert _chi_square_p(counts, probs) > 1e-3, (counts / B, probs)
+
+
+@pytest.mark.parametrize("kw", [dict(top_k=3), dict(top_p=0.5), dict(top_k=5, top_p=0.8)], ids=str)
+def test_pick_honours_top_k_and_top_p(kw):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 20, generator=g).repeat(5000, 1)
+    ids = G.pick(logits, seed=1, **kw)
+    probs = torch.softmax(logits[0].double(), 0)
+    order = torch.argsort(probs, descending=True)
+    allowed = order[: kw.get("top_k", 20)]
+    if "top_p" in kw:
+        p = probs[allowed] / probs[allowed].sum()
+        before = torch.cumsum(p, 0) - p
+        allowed = allowed[before < kw["top_p"]]
+    assert set(ids.tolist()) == set(allowed.tolist())  # every allowed token drawn, none other
+
+
+def test_argmax_and_tiny_temperature_pick_the_maximum():
+    logits = torch.randn(64, 30, generator=torch.Generator().manual_seed(0))
+    best = logits.argmax(1)
+    assert torch.equal(G.pick(logits, argmax=True), best)
+    for T in (1e-45, 5e-324, 1e-300):  # (z - max) / T underflows: weight on the max only
+        assert torch.equal(G.pick(logits, temperature=T, seed=3), best)
+
+
+@needs_compiled
+def test_compiled_tiny_temperature_is_argmax():
+    greedy = call(torch.ops.charrnn_fast.lstm_lm_generate, argmax=True)[0]
+    tiny = call(torch.ops.charrnn_fast.lstm_lm_generate, temperature=1e-45, seed=9)[0]
+    assert torch.equal(greedy, tiny)
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(temperature=float("nan")), "temperature must be > 0"),
+        (dict(top_k=-1), "top_k must be >= 0"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    ],
+)
+def test_bad_sampler_arguments_are_named(kw, match):
+    with pytest.raises(RuntimeError, match=match):
+        call(torch.ops.charrnn_fast.lstm_lm_generate, **kw)
+    with pytest.raises(ValueError, match=match):
+        call(G.lstm_lm_generate, **kw)
+
+
+@needs_compiled
+def test_bad_tensors_are_named():
+    embed, weights, hw, hb = lm()
+    h = torch.zeros(2, 1, 24)
+    op = torch.ops.charrnn_fast.lstm_lm_generate
+    with pytest.raises(RuntimeError, match=r"tokens\[0\] = 30 is outside the vocabulary"):
+        op(torch.tensor([30]), h, h, embed, weights, hw, hb, 5, 1.0, 0, 1.0, False, 0, 0)
+    with pytest.raises(RuntimeError, match="weights must hold 2"):
+        op(torch.tensor([1]), h, h, embed, weights[:3], hw, hb, 5, 1.0, 0, 1.0, False, 0, 0)
+    with pytest.raises(RuntimeError, match="w_hh must have shape"):
+        bad = [weights[0], weights[1][:, :5], *weights[2:]]
+        op(torch.tensor([1]), h, h, embed, bad, hw, hb, 5, 1.0, 0, 1.0, False, 0, 0)
+    with pytest.raises(RuntimeError, match="must be float32"):
+        op(torch.tensor([1]), h.double(), h.double(), embed, weights, hw, hb, 5, 1.0, 0, 1.0,
+           False, 0, 0)  # fmt: skip
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_uses_the_python_loop_with_the_same_tokens():
+    embed, weights, hw, hb = lm()
+    tok, h = torch.tensor([1, 4]), torch.zeros(2, 2, 24)
+    cpu = G.lstm_lm_generate(tok, h, h, embed, weights, hw, hb, 25, argmax=True)
+    dev = [w.cuda() for w in weights]
+    gpu = G.lstm_lm_generate(tok.cuda(), h.cuda(), h.cuda(), None, dev, hw.cuda(), hb.cuda(), 25,
+                             argmax=True)  # fmt: skip
+    assert torch.equal(cpu[0], gpu[0].cpu())
+    sampled = G.lstm_lm_generate(tok.cuda(), h.cuda(), h.cuda(), None, dev, hw.cuda(), hb.cuda(),
+                                 25, seed=3)  # fmt: skip
+    assert sampled[0].shape == (2, 25) and sampled[0].device.type == "cuda"
