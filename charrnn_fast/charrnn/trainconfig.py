@@ -17,6 +17,7 @@ from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.model import MODELS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
+LR_SCHEDULES = ("cosine", "char-rnn")
 DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 # Changing these on --resume would silently train a different model or data stream.
@@ -51,6 +52,9 @@ class TrainConfig:
     learning_rate: float = 2e-3
     learning_rate_decay: float = 0.97
     learning_rate_decay_after: int = 10
+    lr_schedule: str = "char-rnn"
+    warmup_iters: int = 0
+    min_lr_frac: float = 0.1
     decay_rate: float = 0.95
     weight_decay: float = 0.0
     grad_clip: float = 5.0
@@ -59,6 +63,7 @@ class TrainConfig:
     batch_size: int = 50
     max_epochs: float = 50.0
     max_iters: int = 0
+    max_time: float = 0.0
     # run control
     init_from: str = ""
     resume: bool = False
@@ -67,6 +72,8 @@ class TrainConfig:
     print_every: int = 10
     eval_val_every: int = 1000
     eval_max_batches: int = 0
+    sample_every: int = 0
+    sample_length: int = 200
     device: str = "auto"
     dtype: str = "float32"
     progress: bool = True
@@ -91,6 +98,18 @@ class TrainConfig:
                 "--learning_rate must be > 0",
             ),
             (0 < self.learning_rate_decay <= 1, "--learning_rate_decay must be in (0, 1]"),
+            (
+                self.lr_schedule in LR_SCHEDULES,
+                f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}",
+            ),
+            (self.warmup_iters >= 0, "--warmup_iters must be >= 0"),
+            (0 <= self.min_lr_frac <= 1, "--min_lr_frac must be in [0, 1]"),
+            (
+                self.max_time >= 0 and math.isfinite(self.max_time),
+                "--max_time must be >= 0 seconds (0 = no limit)",
+            ),
+            (self.sample_every >= 0, "--sample_every must be >= 0 (0 = off)"),
+            (self.sample_length >= 1, "--sample_length must be >= 1"),
             (self.grad_clip >= 0, "--grad_clip must be >= 0 (0 = no clipping)"),
             (self.max_epochs > 0 or self.max_iters > 0, "--max_epochs or --max_iters must be > 0"),
             (self.max_iters >= 0, "--max_iters must be >= 0"),
@@ -126,6 +145,10 @@ HELP = {
     "learning_rate": "initial learning rate",
     "learning_rate_decay": "multiply the learning rate by this after each epoch ...",
     "learning_rate_decay_after": "... once this many epochs are complete",
+    "lr_schedule": "char-rnn: the two options above; cosine: from learning_rate down to "
+    "learning_rate*min_lr_frac over the run (its steps or --max_time, whichever ends first)",
+    "warmup_iters": "raise the learning rate linearly over the first N steps",
+    "min_lr_frac": "cosine: final learning rate as a fraction of the initial one",
     "decay_rate": "RMSProp smoothing constant (alpha)",
     "weight_decay": "weight decay (AdamW: decoupled)",
     "grad_clip": "clip gradients at this value (0 = off)",
@@ -134,6 +157,8 @@ HELP = {
     "batch_size": "row streams per batch (over all processes)",
     "max_epochs": "epochs to train (used when --max_iters is 0)",
     "max_iters": "total optimisation steps (overrides --max_epochs)",
+    "max_time": "stop after this many seconds of training wall time, over all resumes "
+    "(periodic validation included, the final one not; 0 = no limit)",
     "init_from": "start from this checkpoint's weights (new optimiser, step 0)",
     "resume": "continue exactly from CHECKPOINT_DIR/last.pt",
     "overwrite": "start a new run even if CHECKPOINT_DIR already has one",
@@ -141,6 +166,8 @@ HELP = {
     "print_every": "update the loss display and log.csv every N steps",
     "eval_val_every": "validate and checkpoint every N steps (and at the end)",
     "eval_max_batches": "validate on at most N chunks (0 = the whole val split)",
+    "sample_every": "write a short sample every N steps to CHECKPOINT_DIR/samples.html (0 = off)",
+    "sample_length": "characters per --sample_every sample",
     "device": "auto, cpu, cuda or cuda:N",
     "dtype": "float32, or bfloat16 autocast",
     "progress": "show a progress bar",
@@ -152,6 +179,7 @@ CHOICES = {
     "dtype": DTYPES,
     "backend": BACKENDS,
     "grad_clip_mode": ("norm", "value"),
+    "lr_schedule": LR_SCHEDULES,
 }
 
 

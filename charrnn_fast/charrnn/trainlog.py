@@ -23,11 +23,19 @@ class TrainLog:
         cfg: the run's options (checkpoint_dir, tensorboard).
         enabled: False on ranks other than 0 (they write nothing).
         append: continue an existing log (resume) instead of starting a new one.
+        elapsed_offset: seconds the run trained before this session (resume), so
+            that elapsed_s keeps counting across sessions.
     """
 
-    def __init__(self, cfg: TrainConfig, enabled: bool = True, append: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        enabled: bool = True,
+        append: bool = False,
+        elapsed_offset: float = 0.0,
+    ) -> None:
         self.enabled = enabled
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() - elapsed_offset
         self.file = self.writer = self.tb = None
         if not enabled:
             return

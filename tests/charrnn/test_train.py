@@ -14,7 +14,8 @@ import torch
 from charrnn_fast.charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_fast.charrnn.corpora import prepare
 from charrnn_fast.charrnn.errors import CheckpointError, UserError, VocabError
-from charrnn_fast.charrnn.train import learning_rate_at, train
+from charrnn_fast.charrnn.schedule import learning_rate_at
+from charrnn_fast.charrnn.train import train
 from charrnn_fast.charrnn.trainconfig import TrainConfig
 
 TEXT = (
