@@ -43,6 +43,7 @@ from charrnn_fast.charrnn.sample import load_model
 from charrnn_fast.charrnn.visualize import (
     CELL_STYLE,
     cell_block,
+    drop_unknown,
     quantity_of,
     record_all_states,
     render_png,
@@ -214,6 +215,7 @@ def cells(
     out: str | Path | None = "cells_found.html",
     png: str | Path | None = None,
     length: int = 5000,
+    skip_unknown: bool = False,
 ) -> CellsResult:
     """Score every cell against the built-in features (or `only` those) and the
     `extra` NAME=REGEX features over `text` (None: `length` characters of the run's
@@ -233,6 +235,8 @@ def cells(
     model, vocab, ckpt = load_model(checkpoint)
     if text is None:
         text = split_text(ckpt, vocab, length)
+    elif skip_unknown:
+        text = drop_unknown(text, vocab)
     if len(text) < 2:
         raise UserError("the text needs at least two characters")
     values = record_all_states(model, vocab, text)

@@ -25,6 +25,12 @@ def _text_args(p: argparse.ArgumentParser, default_what: str) -> None:
         default=None,
         help="without --text: characters taken from the run's validation split",
     )
+    p.add_argument(
+        "--skip_unknown",
+        "--skip-unknown",
+        action="store_true",
+        help="drop text characters that are not in the vocabulary",
+    )
 
 
 def add_commands(sub) -> None:
@@ -203,7 +209,15 @@ def _cells(args: argparse.Namespace) -> int:
 
     text, length = _text(args, 5000)
     r = cells(
-        args.checkpoint, text, args.feature, args.only, args.top, args.out, args.png, length or 0
+        args.checkpoint,
+        text,
+        args.feature,
+        args.only,
+        args.top,
+        args.out,
+        args.png,
+        length or 0,
+        args.skip_unknown,
     )
     print(
         f"{r.model_type}: {r.values.shape[0]} layers x {r.values.shape[2]} cells, {len(r.text)} characters"
@@ -226,7 +240,7 @@ def _guesses(args: argparse.Namespace) -> int:
     if text is None:
         _, vocab, ckpt = load_model(args.checkpoint)
         text = split_text(ckpt, vocab, length)
-    r = guesses(args.checkpoint, text, args.top, args.out)
+    r = guesses(args.checkpoint, text, args.top, args.out, args.skip_unknown)
     print(
         f"{len(r.guesses)} characters: {r.bits_per_char:.3f} bits per character, "
         f"first guess right {100 * r.top1:.1f}%"

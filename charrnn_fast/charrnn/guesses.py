@@ -20,6 +20,7 @@ import torch
 
 from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.sample import load_model
+from charrnn_fast.charrnn.visualize import drop_unknown
 from charrnn_fast.charrnn.vocab import Vocab, describe_symbol
 
 
@@ -50,13 +51,17 @@ def _shown(vocab: Vocab, token: int) -> str:
 
 
 @torch.no_grad()
-def top_guesses(checkpoint: str, text: str, top: int = 5) -> GuessesResult:
+def top_guesses(
+    checkpoint: str, text: str, top: int = 5, skip_unknown: bool = False
+) -> GuessesResult:
     """Probabilities and top-`top` guesses for every character of `text`."""
-    if not text:
-        raise UserError("the text is empty")
     if top < 1:
         raise UserError(f"--top must be >= 1 (got {top})")
     model, vocab, _ = load_model(checkpoint)
+    if skip_unknown:
+        text = drop_unknown(text, vocab)
+    if not text:
+        raise UserError("the text is empty")
     ids = vocab.encode(text)  # VocabError names the unknown characters
     context = vocab.encode("\n", skip_unknown=True)[:1]
     x = torch.tensor([context + ids[:-1] if context else ids[:-1]], dtype=torch.long)
@@ -131,10 +136,14 @@ def render_guesses(result: GuessesResult, note: str = "") -> str:
 
 
 def guesses(
-    checkpoint: str, text: str, top: int = 5, out: str | Path | None = "guesses.html"
+    checkpoint: str,
+    text: str,
+    top: int = 5,
+    out: str | Path | None = "guesses.html",
+    skip_unknown: bool = False,
 ) -> GuessesResult:
     """Compute the guesses for `text` and write the page."""
-    result = top_guesses(checkpoint, text, top)
+    result = top_guesses(checkpoint, text, top, skip_unknown)
     if out is not None:
         note = f"{checkpoint}: {len(result.guesses)} characters, top {top} guesses"
         try:

@@ -151,6 +151,15 @@ def record_states(model: CharRNN, vocab: Vocab, text: str, layer: int) -> Tensor
     return record_all_states(model, vocab, text)[layer]
 
 
+def drop_unknown(text: str, vocab: Vocab) -> str:
+    """`text` without the characters `vocab` cannot encode (at byte level, a
+    character goes when any of its bytes is unknown)."""
+    bad = set(vocab.unknown(text))
+    if not bad:
+        return text
+    return "".join(ch for ch in text if not bad & set(text_to_symbols(ch, vocab.level).tolist()))
+
+
 def cell_variance(values: Tensor) -> Tensor:
     """Population variance over time of each cell (column) of `values`."""
     return values.var(dim=0, unbiased=False) if len(values) > 1 else torch.zeros(values.shape[1])
@@ -295,11 +304,8 @@ def visualize(
     if not -n <= layer < n:
         raise UserError(f"--layer must be in 0..{n - 1} (or -{n}..-1), got {layer}")
     layer %= n
-    if skip_unknown and (bad := set(vocab.unknown(text))):
-        # At byte level a character goes when any of its bytes is unknown.
-        text = "".join(
-            ch for ch in text if not bad & set(text_to_symbols(ch, vocab.level).tolist())
-        )
+    if skip_unknown:
+        text = drop_unknown(text, vocab)
     if not text:
         raise UserError("the text is empty")
     if cells is not None:

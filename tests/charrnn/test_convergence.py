@@ -75,6 +75,8 @@ def curve(data_dir: str, ckpt_dir: str, backend: str) -> list[float]:
         progress=False,
         tensorboard=False,
         learning_rate_decay=1.0,
+        lr_schedule="char-rnn",  # constant here, as in the float64 loop above
+        max_time=0.0,
         **KW,
     )
     result = train(cfg)
