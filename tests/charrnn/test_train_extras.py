@@ -4,8 +4,8 @@ elapsed time across --resume, and --sample_every's page."""
 from __future__ import annotations
 
 import csv
-import itertools
 import html
+import itertools
 import json
 import math
 import re
