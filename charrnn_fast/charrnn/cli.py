@@ -202,7 +202,12 @@ def _train(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
-    print(f"done: {result.step} steps{val}; checkpoint {result.checkpoint}", file=sys.stderr)
+    budget = " (--max_time reached)" if result.out_of_time else ""
+    print(
+        f"done: {result.step} steps in {result.elapsed_s:.0f} s{budget}{val}; "
+        f"checkpoint {result.checkpoint}",
+        file=sys.stderr,
+    )
     return 0
 
 

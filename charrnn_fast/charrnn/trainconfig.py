@@ -158,7 +158,8 @@ HELP = {
     "max_epochs": "epochs to train (used when --max_iters is 0)",
     "max_iters": "total optimisation steps (overrides --max_epochs)",
     "max_time": "stop after this many seconds of training wall time, over all resumes "
-    "(periodic validation included, the final one not; 0 = no limit)",
+    "(periodic validation included, the final one not; 0 = no limit); off when "
+    "--max_iters or --max_epochs is given without it",
     "init_from": "start from this checkpoint's weights (new optimiser, step 0)",
     "resume": "continue exactly from CHECKPOINT_DIR/last.pt",
     "overwrite": "start a new run even if CHECKPOINT_DIR already has one",
@@ -231,6 +232,10 @@ def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:
             detail = ", ".join(f"--{k} {given[k]} (checkpoint: {base[k]})" for k in changed)
             raise UserError(f"cannot change on --resume: {detail}")
     merged = {**base, **given}
+    # A run length asked for in steps or epochs is meant in full: the default time
+    # budget steps aside (an explicit --max_time still applies).
+    if ("max_iters" in given or "max_epochs" in given) and "max_time" not in given:
+        merged["max_time"] = 0.0
     if stored is not None:
         merged["resume"], merged["init_from"] = True, ""
     return TrainConfig(**merged).validate()

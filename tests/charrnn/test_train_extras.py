@@ -123,3 +123,16 @@ def test_sample_every_writes_a_page_of_samples(data_dir, tmp_path):
     for k, v in load_checkpoint(tmp_path / "plain" / "last.pt")["model"].items():
         assert (v == sampled[k]).all(), k
     assert math.isfinite(plain.losses[-1][1])
+
+
+def test_an_explicit_length_in_steps_turns_the_default_time_budget_off():
+    from charrnn_fast.charrnn.trainconfig import config_from_args
+
+    default = TrainConfig().max_time
+    assert config_from_args({}).max_time == default
+    assert config_from_args({"max_iters": 5}).max_time == 0
+    assert config_from_args({"max_epochs": 2.0}).max_time == 0
+    assert config_from_args({"max_iters": 5, "max_time": 10.0}).max_time == 10
+    stored = TrainConfig(max_time=30.0).to_dict()
+    assert config_from_args({}, stored).max_time == 30
+    assert config_from_args({"max_iters": 50}, stored).max_time == 0
