@@ -117,8 +117,11 @@ def impl_of(provider: str) -> str:
 
 
 class InlineCharModel(nn.Module):
-    """Stand-in for charrnn_fast.model.CharRNN when that is not importable:
-    embedding(V, H) -> LSTM -> linear(H, V), with CharRNN's forward API."""
+    """The char model that `train` mode times: embedding(V, E) -> LSTM -> linear(H, V).
+
+    Deliberately its own small class, not the application's CharRNN: bench/
+    depends on the library only (docs/DESIGN.md, "Layers"), so a change in the
+    char-rnn app never moves the LSTM benchmarks."""
 
     def __init__(self, vocab: int, rnn: nn.LSTM) -> None:
         super().__init__()
@@ -141,18 +144,9 @@ def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.t().reshape(-1))
 
 
-def char_model(rnn: nn.LSTM, vocab: int = VOCAB) -> tuple[nn.Module, str]:
-    """The char model of `train` mode around `rnn` (embedding size = rnn.input_size),
-    and which class it is ("CharRNN" or "inline")."""
-    try:
-        from charrnn_fast.charrnn.model import CharRNN
-    except ImportError:
-        return InlineCharModel(vocab, rnn), "inline"
-    model = CharRNN(vocab, rnn.hidden_size, rnn.num_layers, embedding_dim=rnn.input_size)
-    if not isinstance(getattr(model, "rnn", None), nn.LSTM):
-        raise TypeError("charrnn_fast.model.CharRNN no longer keeps its LSTM in `.rnn`")
-    model.rnn = rnn  # the provider's LSTM, with the configuration's seeded weights
-    return model, "CharRNN"
+def char_model(rnn: nn.LSTM, vocab: int = VOCAB) -> nn.Module:
+    """The char model of `train` mode around `rnn` (embedding size = rnn.input_size)."""
+    return InlineCharModel(vocab, rnn)
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -219,7 +213,7 @@ def workload(
         return fwdbwd, cudnn_note(provider, lstm, probe)
     if mode != "train":
         raise ValueError(f"unknown mode {mode!r}")
-    model, kind = char_model(lstm)
+    model = char_model(lstm)
     model = model.to(device=dev, dtype=dt).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     state = (torch.zeros(L, B, H, device=dev, dtype=dt), torch.zeros(L, B, H, device=dev, dtype=dt))
@@ -239,6 +233,6 @@ def workload(
         return loss
 
     note = "; ".join(
-        x for x in (f"{kind} model, V={VOCAB}, Adam", cudnn_note(provider, lstm, probe)) if x
+        x for x in (f"char model, V={VOCAB}, Adam", cudnn_note(provider, lstm, probe)) if x
     )
     return train, note

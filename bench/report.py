@@ -45,8 +45,11 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str, argv: list[str]) -> dict:
-    """The header of a result file: what ran, where, with which versions."""
+def environment(
+    device: str, argv: list[str], plan_for: list[tuple[int, int, torch.dtype]] = ()
+) -> dict:
+    """The header of a result file: what ran, where, with which versions, and
+    on a GPU the plan of every backend for each (B, H, dtype) in plan_for."""
     try:
         import triton
 
@@ -55,9 +58,13 @@ def environment(device: str, argv: list[str]) -> dict:
         triton_version = None
     from charrnn_fast import backends
 
+    cuda = device == "cuda" and torch.cuda.is_available()
+    plans = {}
     with contextlib.redirect_stdout(io.StringIO()):
         backend_report = backends.report()
-    cuda = device == "cuda" and torch.cuda.is_available()
+        for B, H, dtype in plan_for if cuda else ():
+            text = backends.report(shape=(B, H), dtype=dtype, device=device)
+            plans[f"B={B} H={H} {dtype}"] = text.splitlines()[1:]
     sha = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     return {
@@ -79,6 +86,9 @@ def environment(device: str, argv: list[str]) -> dict:
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "command": " ".join(["python", *argv]),
         "backends": backend_report.splitlines(),
+        # The kernel path each backend took, and why (forced or planned).
+        "forced_path": os.environ.get("CHARRNN_FAST_PATH"),
+        "plans": plans,
     }
 
 

@@ -168,7 +168,8 @@ def _settings(args: argparse.Namespace) -> Iterator[None]:
 def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
     """Every (dtype, shape, mode, provider) row, speed-ups filled in, and the header."""
     device, provs, shapes, modes, dtypes, notes = _plan(args)
-    header = report.environment(device, ["bench/run.py", *argv])
+    plan_for = [(s.batch, s.hidden, config.DTYPES[d]) for d in dtypes for s in shapes]
+    header = report.environment(device, ["bench/run.py", *argv], plan_for)
     header["notes"] = notes
     for n in notes:
         report.progress(n)

@@ -4,7 +4,7 @@
     compute-sanitizer --tool memcheck  python bench/sanitize_case.py
     compute-sanitizer --tool racecheck python bench/sanitize_case.py
 
-Each case forces a path (CHARRNN_FAST_CUDA_PATH, read at every call), runs
+Each case forces a path (CHARRNN_FAST_PATH=cuda:<path>, read at every call), runs
 lstm_fwd + lstm_bwd once on a tiny problem chosen to exercise batch padding,
 several blocks and both exchange-buffer parities, and compares with the
 reference backend loosely: this script hunts memory errors and shared-memory
@@ -34,7 +34,7 @@ TOL = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 1e-2}
 
 
 def run_case(T: int, B: int, H: int, dtype: torch.dtype, path: str) -> bool:
-    os.environ["CHARRNN_FAST_CUDA_PATH"] = path
+    os.environ["CHARRNN_FAST_PATH"] = f"cuda:{path}"
     g = torch.Generator(device="cuda").manual_seed(T + B + H)
 
     def r(*s: int) -> torch.Tensor:

@@ -94,20 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("unset TRITON_INTERPRET: this compiles the kernels for a GPU")
     import torch
 
+    # Budgets of an H100 (the compile target has no device to ask).
+    from charrnn_fast.backends.plans import H100
     from charrnn_fast.kernels import lstm_persistent as P
     from charrnn_fast.kernels import lstm_small as S
 
-    # Budgets of an H100 (the compile target has no device to ask).
-    plan_mod.device_limits.cache_clear()
-    smem, sms = 227 * 1024, 132
     for dts in args.dtype:
         dt, tdt = _DT[dts], getattr(torch, _TORCH_DT[dts])
         prec = args.fp32_prec if dt == "fp32" else "tf32"
         es = torch.empty((), dtype=tdt).element_size()
-        budget = int(smem * plan_mod._W_SHARE)
         for H in args.H:
             hp = plan_mod.padded_h(H)
-            sp = plan_mod._small(args.B, H, es, budget, sms)
+            sp = plan_mod.small(args.B, H, es, H100)
             if sp is not None:
                 base = {"BLOCK_B": sp.block_b, "BLOCK_H": hp, "PREC": prec, "INTERPRET": False}
                 ptr = {n: dt for n in S._fwd_kernel.arg_names if n.endswith("_ptr")}
@@ -120,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 k = _compile(S._bwd_kernel, ptr, base, sp.num_warps, args.arch)
                 print(_report(f"small bwd {dts} H={H} BB={sp.block_b}", k, args.arch), flush=True)
             for pp in (
-                plan_mod._persistent(args.B, H, es, smem, sms),
-                plan_mod._stepwise(args.B, H),
+                plan_mod.persistent(args.B, H, es, H100),
+                plan_mod.stepwise(args.B, H),
             ):
                 if pp is None:
                     continue

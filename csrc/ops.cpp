@@ -1,7 +1,7 @@
 // Operator schemas of the LSTM recurrence and the Python module `charrnn_fast._C`.
 //
 // The op covers the recurrence only; the input projection gx = x W_ih^T + b is
-// one large GEMM left to PyTorch (see DESIGN.md, "The op contract").
+// one large GEMM left to PyTorch (see docs/DESIGN.md, "The op contract").
 // Legend: T time steps, B batch, H hidden units; tensors are time-major and
 // contiguous. Gate order i, f, g, o, as in torch.nn.LSTM.
 //

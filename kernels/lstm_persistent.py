@@ -1,4 +1,5 @@
-"""Large-H LSTM recurrence: the hidden units split across a persistent grid.
+"""Large-H LSTM recurrence: the hidden units split across a persistent grid (the
+persistent path of the triton backend; docs/DESIGN.md, "Backends", "Planners").
 
 Algorithm: the same step as lstm_small.py (see its header), with the work of one
 step split by hidden unit. Program (pj, pb) owns hidden units
@@ -20,19 +21,22 @@ every step; compiled for sm_90 the slice becomes a loop-invariant shared-memory
 buffer (see bench/triton_compile_check.py). Without it (slices too big for one SM),
 the slice is streamed from L2 each step in [BLOCK_K, BLOCK_J] chunks.
 
-Synchronisation: PERSISTENT=True runs all n_steps in one launch, the grid being
-no larger than the SM count so that every program is resident; the programs of
-one batch tile meet once per step at grid_barrier (lstm_common.py), a
-monotonically increasing atomic counter per batch tile. PERSISTENT=False is the
-stepwise fallback: the same kernel launched once per step (forward) or twice per
-step (backward: the pointwise half, then the dot half), the kernel boundary
+Synchronisation: PERSISTENT=True runs all n_steps in one launch (forward() and
+backward() below), the grid being no larger than the SM count so that every
+program is resident; the programs of one batch tile meet once per step at
+grid_barrier (lstm_common.py), a monotonically increasing atomic counter per
+batch tile. PERSISTENT=False is the stepwise path (lstm_stepwise.py): the same
+kernels launched once per step (forward) or twice per step (backward: the
+pointwise half DO_POINTWISE, then the dot half DO_DOT), the kernel boundary
 being the barrier; the carries then live in global memory between launches.
 Which of persistent / stepwise / lstm_small wins at a given size is for
 bench/run.py on a GPU to decide; kernels/plan.py encodes the current guess.
 
-Under TRITON_INTERPRET=1 programs run one after another, so a spinning barrier
-with more than one program would deadlock: the wrapper launches the persistent
-variant with a single program there (the stepwise variant runs any grid).
+Under TRITON_INTERPRET=1 programs run one after another, so a barrier that has
+to wait for another program of its batch tile would deadlock: there the planner
+gives the persistent path one program per batch tile (cdiv(H, BLOCK_J) = 1),
+whose barrier never waits (tests/lstm/test_triton_barrier.py checks that grid,
+and the barrier's protocol in a Python model of concurrent programs).
 
 Legend: T steps, B batch, H hidden units; BLOCK_B rows and BLOCK_J hidden units
 per program; BLOCK_K contraction chunk (the padded H when W_RESIDENT).
@@ -272,14 +276,15 @@ def forward(
     block_j: int,
     block_k: int,
     w_resident: bool,
-    persistent: bool,
     num_warps: int,
     prec: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H] fp32, gates.
 
-    persistent=True is one launch over a grid that must be co-resident (the
-    caller checks the grid against the SM count); False launches once per step.
+    One launch for all T steps over a grid of cdiv(H, block_j) x cdiv(B, block_b)
+    programs, which must all be resident at once (the caller checks the grid
+    against the SM count, kernels/plan.py) and whose barrier counter must not
+    pass 2^31 (cdiv(H, block_j) * T < 2^31, also kernels/plan.py).
     """
     T, B, G = gx.shape
     H = G // 4
@@ -291,30 +296,14 @@ def forward(
         return y, c_all, gates
     grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
     count = torch.zeros(grid[1], dtype=torch.int32, device=gx.device)
-    steps = [(0, T)] if persistent else [(t, 1) for t in range(T)]
-    for t0, n in steps:
-        _fwd_kernel[grid](
-            gx,
-            w_hh,
-            h0 if t0 == 0 else y[t0 - 1],
-            c_all,
-            y,
-            gates if training else y,  # never written when not training
-            count,
-            t0,
-            n,
-            B,
-            H,
-            BLOCK_B=block_b,
-            BLOCK_J=block_j,
-            BLOCK_K=block_k,
-            W_RESIDENT=w_resident,
-            PERSISTENT=persistent,
-            STORE_GATES=training,
-            PREC=prec,
-            INTERPRET=INTERPRET,
-            num_warps=num_warps,
-        )
+    _fwd_kernel[grid](
+        gx, w_hh, h0, c_all, y,
+        gates if training else y,  # never written when not training
+        count, 0, T, B, H,
+        BLOCK_B=block_b, BLOCK_J=block_j, BLOCK_K=block_k, W_RESIDENT=w_resident,
+        PERSISTENT=True, STORE_GATES=training, PREC=prec, INTERPRET=INTERPRET,
+        num_warps=num_warps,
+    )  # fmt: skip
     return y, c_all, gates
 
 
@@ -330,12 +319,12 @@ def backward(
     block_j: int,
     block_k: int,
     w_resident: bool,
-    persistent: bool,
     num_warps: int,
     prec: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """dy[T,B,H], dhT[B,H], dcT[B,H], w_hh[4H,H], c_all[T+1,B,H], gates[T,B,4H]
-    -> dgx[T,B,4H], dh0[B,H], dc0[B,H] (all in the input dtype)."""
+    -> dgx[T,B,4H], dh0[B,H], dc0[B,H] (all in the input dtype). One launch, as
+    forward()."""
     T, B, H = dy.shape
     dgx = dy.new_empty((T, B, 4 * H))
     dh = dhT.to(torch.float32, copy=True)
@@ -343,33 +332,10 @@ def backward(
     if T * B > 0:
         grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
         count = torch.zeros(grid[1], dtype=torch.int32, device=dy.device)
-        if persistent:
-            launches = [(T - 1, T, True, True)]
-        else:
-            launches = [(t, 1, pw, not pw) for t in range(T - 1, -1, -1) for pw in (True, False)]
-        for t_hi, n, do_pw, do_dot in launches:
-            _bwd_kernel[grid](
-                dy,
-                w_hh,
-                c_all,
-                gates,
-                dgx,
-                dh,
-                dc,
-                count,
-                t_hi,
-                n,
-                B,
-                H,
-                BLOCK_B=block_b,
-                BLOCK_J=block_j,
-                BLOCK_K=block_k,
-                W_RESIDENT=w_resident,
-                PERSISTENT=persistent,
-                DO_POINTWISE=do_pw,
-                DO_DOT=do_dot,
-                PREC=prec,
-                INTERPRET=INTERPRET,
-                num_warps=num_warps,
-            )
+        _bwd_kernel[grid](
+            dy, w_hh, c_all, gates, dgx, dh, dc, count, T - 1, T, B, H,
+            BLOCK_B=block_b, BLOCK_J=block_j, BLOCK_K=block_k, W_RESIDENT=w_resident,
+            PERSISTENT=True, DO_POINTWISE=True, DO_DOT=True, PREC=prec, INTERPRET=INTERPRET,
+            num_warps=num_warps,
+        )  # fmt: skip
     return dgx, dh.to(dy.dtype), dc.to(dy.dtype)

@@ -1,4 +1,5 @@
-"""Small-H LSTM recurrence: one program per batch tile, the whole time loop inside.
+"""Small-H LSTM recurrence: one program per batch tile, the whole time loop inside
+(the small path of the triton backend; docs/DESIGN.md, "Backends", "Numerics").
 
 Algorithm (forward), per program and step t:
     pre_q = gx[t, rows, q*H:(q+1)*H] + h_{t-1} @ W_q^T     for the gates q = i, f, g, o

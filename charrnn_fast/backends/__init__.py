@@ -37,6 +37,10 @@ class Backend:
     # (x[T,B,I], w_ih[4H,I], b[4H] or None) -> gx[T,B,4H]: the input projection
     # of all steps, differentiable by autograd.
     project: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear
+    # (B, H, dtype, device, plans.DeviceLimits) -> [forward plan, backward plan]:
+    # the kernel path a call would get and why (docs/DESIGN.md, "Planners").
+    # None for backends with a single path.
+    plan: Callable[..., list] | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -103,8 +107,23 @@ def select(gx: Tensor, w_hh: Tensor, backend: str | None = None) -> Backend:
     raise RuntimeError("no charrnn_fast backend can run this call: " + "; ".join(skipped))
 
 
-def report() -> str:
-    """One line per backend: usable or not on CPU / CUDA (float32), and why."""
+def report(
+    shape: tuple[int, int] | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    limits: object | None = None,
+) -> str:
+    """Print and return one line per backend: usable or not on CPU / CUDA
+    (float32), and why. With shape=(B, H) instead: the plan each backend would
+    follow for a call of batch B, hidden size H in `dtype`, per direction
+    (path, geometry, why; docs/DESIGN.md, "Planners"), on `device` (default:
+    the current GPU, else the Triton interpreter) or, given `limits` (a
+    plans.DeviceLimits such as plans.H100), on such a device as planned
+    without it."""
+    if shape is not None:
+        text = "\n".join(_plan_lines(shape, dtype, device, limits))
+        print(text)
+        return text
     probes = [("cpu", torch.device("cpu"))]
     if torch.cuda.is_available():
         probes.append(("cuda", torch.device("cuda")))
@@ -114,7 +133,10 @@ def report() -> str:
         for label, dev in probes:
             gx = torch.empty((1, 1, 4 * 8), device=dev)
             w = torch.empty((4 * 8, 8), device=dev)
-            reason = b.why_not(gx, w)
+            try:
+                reason = b.why_not(gx, w)
+            except ValueError as e:  # a malformed CHARRNN_FAST_PATH, say
+                reason = str(e)
             verdicts.append(f"{label}: " + ("usable" if reason is None else f"no ({reason})"))
         if not torch.cuda.is_available():
             verdicts.append("cuda: no (torch.cuda.is_available() is False)")
@@ -122,6 +144,29 @@ def report() -> str:
     text = "\n".join(lines)
     print(text)
     return text
+
+
+def _plan_lines(
+    shape: tuple[int, int], dtype: torch.dtype, device: torch.device | str | None, limits
+) -> list[str]:
+    from charrnn_fast.backends import plans
+
+    B, H = shape
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if limits is None:
+        limits = plans.device_limits(device)
+    lines = [f"plans for B={B} H={H} {dtype} on {limits}:"]
+    for b in _REGISTRY.values():
+        if b.plan is None:
+            lines.append(f"  {b.name} fwd/bwd: its one path (no planner)")
+            continue
+        try:
+            lines += [f"  {p}" for p in b.plan(B, H, dtype, device, limits)]
+        except (RuntimeError, ValueError) as e:
+            lines.append(f"  {b.name}: no plan ({e})")
+    return lines
 
 
 def _load() -> None:

@@ -21,11 +21,14 @@
 //     pointwise kernel. Any size.
 //   * auto (default): persistent when eligible, else stepwise; a cooperative
 //     launch that the device refuses at run time also falls back to stepwise.
-//   CHARRNN_FAST_CUDA_PATH = auto | persistent | stepwise | <fwd>,<bwd> (e.g.
-//   "persistent,stepwise") forces the path, read at every call; forcing
+//   CHARRNN_FAST_PATH=cuda:<path> or cuda:<fwd>/<bwd> (path = auto | persistent |
+//   stepwise; e.g. "cuda:persistent/stepwise,triton:small", the grammar of
+//   charrnn_fast/backends/plans.py; the former CHARRNN_FAST_CUDA_PATH = <path> |
+//   <fwd>,<bwd> still works) forces the path, read at every call; forcing
 //   persistent on a call it cannot run raises an error that gives the reason.
 //   torch.ops.charrnn_fast.cuda_plan(gx, w_hh) returns the auto choice and the
-//   geometry for a call, as a string.
+//   geometry for a call, as a string; cuda_plan_for(B, H, dtype, limits, device)
+//   the (path, geometry, why) of each direction (backends.report()).
 // dW_hh is one GEMM over all steps after the backward loop (fp32 accumulation,
 // fp32 output for 16-bit dtypes, then rounded once).
 // Legend: T steps, B batch, H hidden units, G = 4H, Bp = B rounded up to 16.
@@ -39,8 +42,10 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "checks.h"
 #include "kernels.h"
@@ -62,35 +67,37 @@ DType dtype_tag(at::ScalarType s) {
   }
 }
 
-enum class Path { kAuto, kPersistent, kStepwise };
+using cuda::Path;
 
-Path parse_path(const std::string& v, const char* env) {
-  if (v == "auto") return Path::kAuto;
-  if (v == "persistent") return Path::kPersistent;
-  if (v == "stepwise") return Path::kStepwise;
-  TORCH_CHECK(false, "charrnn_fast (cuda): CHARRNN_FAST_CUDA_PATH must be auto, persistent, ",
-              "stepwise or <fwd>,<bwd> such as persistent,stepwise; got '", env, "'");
+// (forward, backward) paths forced by CHARRNN_FAST_PATH (or the former
+// CHARRNN_FAST_CUDA_PATH), read at every call; the grammar is plans.py's and
+// plan.h's. The deprecation warning for the former variable comes from the
+// Python layer (charrnn_fast/backends/plans.py), which reads it first.
+cuda::ForcedPaths forced_paths() {
+  cuda::ForcedPaths f =
+      cuda::parse_forced_paths(std::getenv("CHARRNN_FAST_PATH"), std::getenv("CHARRNN_FAST_CUDA_PATH"));
+  TORCH_CHECK(f.error.empty(), "charrnn_fast (cuda): ", f.error);
+  return f;
 }
 
-// (forward, backward) paths forced by CHARRNN_FAST_CUDA_PATH.
-std::pair<Path, Path> forced_paths() {
-  const char* env = std::getenv("CHARRNN_FAST_CUDA_PATH");
-  if (env == nullptr || *env == '\0') return {Path::kAuto, Path::kAuto};
-  const std::string v(env);
-  const auto comma = v.find(',');
-  if (comma == std::string::npos) {
-    const Path p = parse_path(v, env);
-    return {p, p};
-  }
-  return {parse_path(v.substr(0, comma), env), parse_path(v.substr(comma + 1), env)};
+// The figures of plans.device_limits() (charrnn_fast/backends/plans.py), read
+// from the same cudaDeviceProp fields.
+cuda::DeviceLimits device_limits(int dev) {
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(dev);
+  return cuda::DeviceLimits{prop->multiProcessorCount, prop->sharedMemPerBlockOptin,
+                            size_t(prop->l2CacheSize)};
 }
 
-// The persistent plan for one direction, occupancy-checked and cached per
-// (device, direction, dtype, B, H); T only enters the barrier-counter bound.
-cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev) {
+// The persistent plan for one direction on device `dev` with limits `lim`,
+// occupancy-checked and cached per (device, limits, direction, dtype, B, H);
+// T only enters the barrier-counter bound. dev < 0: a device planned without
+// it (backends.report with given limits): no occupancy check, no cache.
+cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
+                           const cuda::DeviceLimits& lim) {
   static std::mutex mu;
-  static std::map<std::tuple<int, bool, int, int64_t, int64_t>, cuda::Plan> cache;
-  const auto key = std::make_tuple(dev, bwd, static_cast<int>(dt), d.B, d.H);
+  static std::map<std::tuple<int, int, size_t, bool, int, int64_t, int64_t>, cuda::Plan> cache;
+  const auto key =
+      std::make_tuple(dev, lim.sms, lim.smem_optin, bwd, static_cast<int>(dt), d.B, d.H);
   cuda::Plan p;
   bool hit = false;
   {
@@ -102,10 +109,8 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev) {
     if (d.B * 4 * d.H > INT_MAX) {
       p.why = "B * 4H exceeds 32-bit indexing";
     } else {
-      const cudaDeviceProp* prop = at::cuda::getDeviceProperties(dev);
-      const cuda::DeviceLimits lim{prop->multiProcessorCount, prop->sharedMemPerBlockOptin};
       p = cuda::plan_persistent(bwd, dt, 1, int(d.B), int(d.H), lim);
-      if (p.persistent) {
+      if (p.persistent && dev >= 0) {
         int per_sm = 0;
         const cudaError_t err = bwd ? cuda::bwd_persistent_occupancy(dt, p.smem, &per_sm)
                                     : cuda::fwd_persistent_occupancy(dt, p.smem, &per_sm);
@@ -121,8 +126,10 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev) {
         }
       }
     }
-    const std::lock_guard<std::mutex> lock(mu);
-    cache.emplace(key, p);
+    if (dev >= 0) {
+      const std::lock_guard<std::mutex> lock(mu);
+      cache.emplace(key, p);
+    }
   }
   p.g.T = static_cast<int>(std::min<int64_t>(d.T, INT_MAX));
   if (p.persistent && (d.T + 1) * p.g.n_us >= (int64_t(1) << 31)) {
@@ -132,18 +139,27 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev) {
   return p;
 }
 
-cuda::Plan choose(bool bwd, Path forced, DType dt, const Dims& d, int dev) {
+// The plan for one direction: the forced path, else persistent when a
+// geometry fits. A forced persistent path that cannot run is an error.
+cuda::Plan plan_direction(bool bwd, const cuda::ForcedPaths& f, DType dt, const Dims& d, int dev,
+                          const cuda::DeviceLimits& lim) {
+  const Path forced = bwd ? f.bwd : f.fwd;
   if (forced == Path::kStepwise) {
     cuda::Plan p;
-    p.why = "forced by CHARRNN_FAST_CUDA_PATH";
+    p.why = "forced by " + f.source;
     return p;
   }
-  cuda::Plan p = persistent_plan(bwd, dt, d, dev);
-  TORCH_CHECK(p.persistent || forced != Path::kPersistent,
-              "charrnn_fast (cuda): CHARRNN_FAST_CUDA_PATH forces the persistent ",
-              bwd ? "backward" : "forward", " kernel, but it cannot run this call (T=", d.T,
-              ", B=", d.B, ", H=", d.H, "): ", p.why);
+  cuda::Plan p = persistent_plan(bwd, dt, d, dev, lim);
+  TORCH_CHECK(p.persistent || forced != Path::kPersistent, "charrnn_fast (cuda): ", f.source,
+              " forces the persistent ", bwd ? "backward" : "forward",
+              " kernel, but it cannot run this call (T=", d.T, ", B=", d.B, ", H=", d.H,
+              "): ", p.why);
+  if (forced == Path::kPersistent) p.why = "forced by " + f.source + "; " + p.why;
   return p;
+}
+
+cuda::Plan choose(bool bwd, const cuda::ForcedPaths& f, DType dt, const Dims& d, int dev) {
+  return plan_direction(bwd, f, dt, d, dev, device_limits(dev));
 }
 
 // True when launched. A cooperative launch that the device refuses right now
@@ -215,8 +231,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_fwd_cuda(const at::Tensor& g
   if (d.T == 0 || d.B == 0 || d.H == 0) return {y, c_all, gates};
   TORCH_CHECK(d.B <= INT_MAX && d.H <= INT_MAX / 4, "charrnn_fast (cuda): B or H too large");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const Path forced = forced_paths().first;
-  const cuda::Plan p = choose(false, forced, dt, d, gx.get_device());
+  const cuda::ForcedPaths f = forced_paths();
+  const Path forced = f.fwd;
+  const cuda::Plan p = choose(false, f, dt, d, gx.get_device());
   if (!p.persistent ||
       !fwd_persistent(p, forced, dt, d, gx, w_hh, h0, y, c_all, gates, training, stream)) {
     fwd_stepwise(dt, d, gx, w_hh, h0, y, c_all, gates, training, stream);
@@ -316,8 +333,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cuda(
   }
   TORCH_CHECK(d.B <= INT_MAX && d.H <= INT_MAX / 4, "charrnn_fast (cuda): B or H too large");
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const Path forced = forced_paths().second;
-  const cuda::Plan p = choose(true, forced, dt, d, y.get_device());
+  const cuda::ForcedPaths f = forced_paths();
+  const Path forced = f.bwd;
+  const cuda::Plan p = choose(true, f, dt, d, y.get_device());
   if (!p.persistent ||
       !bwd_persistent(p, forced, dt, d, dy, dhT, dcT, w_hh, c_all, gates, dgx, dh0, dc0,
                       stream)) {
@@ -337,10 +355,45 @@ std::string cuda_plan(const at::Tensor& gx, const at::Tensor& w_hh) {
   const DType dt = dtype_tag(gx.scalar_type());
   const c10::cuda::CUDAGuard guard(gx.device());
   std::string out;
+  const int dev = gx.get_device();
   for (const bool bwd : {false, true}) {
-    const cuda::Plan p = persistent_plan(bwd, dt, d, gx.get_device());
+    const cuda::Plan p = persistent_plan(bwd, dt, d, dev, device_limits(dev));
     out += bwd ? "; bwd=" : "fwd=";
     out += (p.persistent ? "persistent(" : "stepwise(") + cuda::describe(p) + ")";
+  }
+  return out;
+}
+
+// The plans a call of batch B, hidden size H in `dtype` gets, as six strings:
+// forward path, geometry, why; backward path, geometry, why (the shape of
+// plans.Plan in charrnn_fast/backends/plans.py). limits = [sms, smem_optin,
+// l2_bytes] (plans.DeviceLimits); device >= 0 adds that device's occupancy
+// check and cache (the launch's plan), device < 0 plans for the limits alone
+// (no GPU needed). The forced path of the environment applies, as at launch.
+std::vector<std::string> cuda_plan_for(int64_t B, int64_t H, at::ScalarType dtype,
+                                       at::IntArrayRef limits, int64_t device) {
+  TORCH_CHECK(B >= 1 && H >= 1, "charrnn_fast (cuda): cuda_plan_for needs B >= 1 and H >= 1, ",
+              "got B=", B, ", H=", H);
+  TORCH_CHECK(limits.size() == 3 && limits[0] > 0 && limits[1] > 0 && limits[2] >= 0,
+              "charrnn_fast (cuda): cuda_plan_for limits must be [sms, smem_optin, l2_bytes] ",
+              "with sms, smem_optin > 0, got ", limits);
+  const DType dt = dtype_tag(dtype);
+  const cuda::DeviceLimits lim{int(limits[0]), size_t(limits[1]), size_t(limits[2])};
+  const cuda::ForcedPaths f = forced_paths();
+  std::optional<c10::cuda::CUDAGuard> guard;
+  if (device >= 0) guard.emplace(c10::Device(c10::DeviceType::CUDA, device));
+  const Dims d{1, B, H};
+  std::vector<std::string> out;
+  for (const bool bwd : {false, true}) {
+    const cuda::Plan p = plan_direction(bwd, f, dt, d, int(device), lim);
+    if (p.persistent) {
+      out.insert(out.end(), {"persistent", cuda::geometry(p), p.why});
+    } else {
+      const std::string why = (bwd ? f.bwd : f.fwd) == Path::kStepwise
+                                   ? p.why
+                                   : "no persistent geometry: " + p.why;
+      out.insert(out.end(), {"stepwise", "per step: cuBLAS GEMM + fused pointwise", why});
+    }
   }
   return out;
 }
@@ -349,6 +402,8 @@ std::string cuda_plan(const at::Tensor& gx, const at::Tensor& w_hh) {
 
 TORCH_LIBRARY_FRAGMENT(charrnn_fast, m) {
   m.def("cuda_plan(Tensor gx, Tensor w_hh) -> str");
+  m.def("cuda_plan_for(int B, int H, ScalarType dtype, int[] limits, int device) -> str[]",
+        &cuda_plan_for);
 }
 
 TORCH_LIBRARY_IMPL(charrnn_fast, CUDA, m) {

@@ -1,5 +1,5 @@
-// Geometry planner of the persistent LSTM kernels (see plan.h and the rule at
-// the top of lstm_cuda.cpp).
+// Planner of the CUDA LSTM kernels (see plan.h, the rule at the top of
+// lstm_cuda.cpp, and docs/DESIGN.md, "Planners").
 //
 // Search: every units-per-block U (a divisor of H; multiple of 4 forward, of
 // 16 backward, since a block's N = 4U resp. U output columns are whole 16-wide
@@ -15,10 +15,17 @@
 // __syncthreads; the per-slice barrier costs ~2500 clk plus a little per block.
 // Batch slices duplicate W in more blocks but cut each block's operand stream,
 // so wide grids with few rows per block win whenever W fits.
+// Aggregate L2 bandwidth: the blocks run in parallel, but together they stream
+// every step's operands (each of the H/U column blocks reads all of its batch
+// rows' h or dgates, plus its gate tiles) through one L2, at most
+// DeviceLimits::l2_bytes_per_clk. A step costs at least total bytes / that
+// rate, which penalises small U (more column blocks re-reading the same rows):
+// bf16 backward at H = 512, B = 64, U = 16 streams about 17 MB per step.
 #include "plan.h"
 
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
 namespace charrnn_fast::cuda {
 namespace {
@@ -38,29 +45,48 @@ int k_split(bool bwd, DType dt, const Geom& g) {
   return std::min(kWarps / tiles, g.KC / make_layout(bwd, dt, g).k_tile);
 }
 
+// Bytes all blocks together move through L2 in one step (reads and writes).
+double l2_bytes_per_step(bool bwd, DType dt, const Geom& g) {
+  const Layout L = make_layout(bwd, dt, g);
+  const double K = bwd ? 4.0 * g.H : g.H;
+  const double U = g.U, e = L.e_in;
+  // Per batch row of one block: the A operand (h_{t-1} or dgates, all K columns),
+  // then the block's own tiles: forward gx and gates (4U), y and the h exchange
+  // (2U) in the input dtype, c (U, fp32); backward gates, dgx (4U) and dy (U)
+  // in the input dtype, c_t and c_{t-1} (2U, fp32), the dgates exchange (4U).
+  const double a = K * L.e_a * L.n_a;
+  const double own = bwd ? 9.0 * U * e + 8.0 * U + 4.0 * U * L.e_a * L.n_a
+                         : 10.0 * U * e + 4.0 * U;
+  return double(g.n_us) * g.n_bs * g.BS * (a + own);
+}
+
 // Modelled cycles per step. Per M-chunk: the first A stage is exposed (L2
 // latency), then every K-chunk costs the longest of L2 latency, its operand
 // stream and its mmas (double buffering overlaps the three), plus two
-// __syncthreads; then the pointwise phase. Plus the barrier.
-double model_cost(bool bwd, DType dt, const Geom& g) {
+// __syncthreads; then the pointwise phase. A step is no faster than the
+// aggregate L2 traffic allows; plus the barrier.
+double model_cost(bool bwd, DType dt, const Geom& g, const DeviceLimits& lim, double* l2) {
   const Layout L = make_layout(bwd, dt, g);
   const double K = bwd ? 4.0 * g.H : g.H;
   const double N = bwd ? g.U : 4.0 * g.U;
   const double rate = L.e_a == 4 ? 512.0 : 1024.0;
   const double latency = 700.0;
-  double cost = 2500.0 + 4.0 * g.n_us;  // the barrier: n_us blocks per batch slice
+  double block = 0;
   for (int m0 = 0; m0 < g.BS; m0 += g.MC) {
     const double rows = std::min(g.MC, g.BS - m0);
     const double load = rows * g.KC * L.e_a * L.n_a / 64.0;
     const double mma = rows * N * g.KC * mma_passes(bwd, dt) / rate;
-    cost += latency + (K / g.KC) * (std::max({latency, load, mma}) + 80.0);
-    cost += 100.0 + rows * g.U / kThreads * 60.0;
+    block += latency + (K / g.KC) * (std::max({latency, load, mma}) + 80.0);
+    block += 100.0 + rows * g.U / kThreads * 60.0;
   }
-  return cost;
+  *l2 = l2_bytes_per_step(bwd, dt, g) / lim.l2_bytes_per_clk;
+  // + the barrier of n_us blocks; + a thousandth of the block chain, so that
+  // among L2-bound geometries (equal bound) the shorter chain still wins.
+  return std::max(block, *l2) + 1e-3 * block + 2500.0 + 4.0 * g.n_us;
 }
 
 // The cheapest (MC, KC) that fits in shared memory; false when none does.
-bool fit(bool bwd, DType dt, size_t optin, Geom& g, double& cost) {
+bool fit(bool bwd, DType dt, const DeviceLimits& lim, Geom& g, double& cost, double& l2) {
   const int K = bwd ? 4 * g.H : g.H;
   const int NT = (bwd ? g.U : 4 * g.U) / 16;
   const int max_mt = kWarps * kMaxItems / NT;  // output tiles a block can hold
@@ -74,9 +100,10 @@ bool fit(bool bwd, DType dt, size_t optin, Geom& g, double& cost) {
       c.MC = MC;
       c.KC = KC;
       c.KS = k_split(bwd, dt, c);
-      if (make_layout(bwd, dt, c).total > optin) continue;
-      const double m = model_cost(bwd, dt, c);
-      if (!found || m < cost) found = true, cost = m, best = c;
+      if (make_layout(bwd, dt, c).total > lim.smem_optin) continue;
+      double m_l2 = 0;
+      const double m = model_cost(bwd, dt, c, lim, &m_l2);
+      if (!found || m < cost) found = true, cost = m, l2 = m_l2, best = c;
     }
   }
   g = best;
@@ -102,6 +129,7 @@ Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits
   const int* us = bwd ? bwd_us : fwd_us;
   const int n_cand = bwd ? 4 : 6;
   bool grid_ok = false;
+  int fitting = 0;  // geometries that fit, for the reason
   for (int c = 0; c < n_cand; ++c) {
     const int U = us[c];
     if (H % U != 0 || H / U > lim.sms) continue;
@@ -115,12 +143,14 @@ Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits
       const int grid = (H / U) * nb;
       if (grid > lim.sms) break;
       Geom g{T, B, H, U, BS, H / U, nb, 16, 16, 1};
-      double cost = 0;
-      if (!fit(bwd, dt, lim.smem_optin, g, cost)) continue;
+      double cost = 0, l2 = 0;
+      if (!fit(bwd, dt, lim, g, cost, l2)) continue;
+      ++fitting;
       if (!best.persistent || cost < best.cost) {
         best.persistent = true;
         best.g = g;
         best.cost = cost;
+        best.l2_cost = l2;
         best.smem = make_layout(bwd, dt, g).total;
       }
     }
@@ -143,18 +173,112 @@ Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits
                     bwd ? "^T" : "", U, rows, K, L.e_w, rows * K * L.e_w, lim.smem_optin);
     }
     best.why = buf;
+  } else {
+    std::snprintf(buf, sizeof buf,
+                  "cheapest of %d (U, BS) geometries that fit %d SMs and %zu B of shared "
+                  "memory: %.0f modelled clk/step%s",
+                  fitting, lim.sms, lim.smem_optin, best.cost,
+                  best.l2_cost + 2500.0 + 4.0 * best.g.n_us >= 0.999 * best.cost
+                      ? ", L2-bandwidth bound"
+                      : "");
+    best.why = buf;
   }
   return best;
 }
 
-std::string describe(const Plan& p) {
-  if (!p.persistent) return p.why;
+std::string geometry(const Plan& p) {
+  if (!p.persistent) return "";
   char buf[256];
   const Geom& g = p.g;
   std::snprintf(buf, sizeof buf,
-                "U=%d BS=%d grid=%d (%d x %d) MC=%d KC=%d KS=%d smem=%zu cost=%.0f", g.U, g.BS,
-                g.n_us * g.n_bs, g.n_us, g.n_bs, g.MC, g.KC, g.KS, p.smem, p.cost);
+                "U=%d BS=%d grid=%d (%d x %d) MC=%d KC=%d KS=%d smem=%zu cost=%.0f l2=%.0f", g.U,
+                g.BS, g.n_us * g.n_bs, g.n_us, g.n_bs, g.MC, g.KC, g.KS, p.smem, p.cost,
+                p.l2_cost);
   return buf;
+}
+
+std::string describe(const Plan& p) { return p.persistent ? geometry(p) : p.why; }
+
+const char* path_name(Path p) {
+  switch (p) {
+    case Path::kPersistent: return "persistent";
+    case Path::kStepwise: return "stepwise";
+    default: return "auto";
+  }
+}
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == sep) out.push_back(s.substr(start, i - start)), start = i + 1;
+  }
+  return out;
+}
+
+// `path` or `fwd<sep>bwd` into f, b; false when malformed (the messages of
+// plans.py's _path_pair, word for word).
+bool path_pair(const std::string& spec, char sep, const char* var, ForcedPaths& f) {
+  const std::vector<std::string> parts = split(spec, sep);
+  Path p[2] = {Path::kAuto, Path::kAuto};
+  bool ok = parts.size() <= 2;
+  for (size_t i = 0; ok && i < parts.size(); ++i) {
+    if (parts[i] == "persistent") p[i] = Path::kPersistent;
+    else if (parts[i] == "stepwise") p[i] = Path::kStepwise;
+    else ok = parts[i] == "auto";
+  }
+  if (!ok) {
+    f.error = std::string(var) + ": the cuda path must be one of auto, persistent, stepwise, or <fwd>" +
+              sep + "<bwd> such as persistent" + sep + "stepwise; got '" + spec + "'";
+    return false;
+  }
+  f.fwd = p[0];
+  f.bwd = parts.size() == 2 ? p[1] : p[0];
+  return true;
+}
+
+}  // namespace
+
+ForcedPaths parse_forced_paths(const char* path_env, const char* legacy_env) {
+  ForcedPaths f;
+  const std::string text = path_env ? path_env : "";
+  bool seen[2] = {false, false};  // cuda, triton
+  std::string cuda_spec;
+  for (const std::string& raw : split(text, ',')) {
+    const std::string entry = trim(raw);
+    if (entry.empty()) continue;
+    const size_t colon = entry.find(':');
+    const std::string backend = trim(entry.substr(0, colon));
+    const int which = backend == "cuda" ? 0 : backend == "triton" ? 1 : -1;
+    if (colon == std::string::npos || which < 0) {
+      f.error = "CHARRNN_FAST_PATH must be a comma list of <backend>:<path> with backend one of "
+                "cuda, triton (e.g. cuda:persistent/stepwise,triton:small); got '" + text + "'";
+      return f;
+    }
+    if (seen[which]) {
+      f.error = "CHARRNN_FAST_PATH names " + backend + " twice: '" + text + "'";
+      return f;
+    }
+    seen[which] = true;
+    if (which == 0) cuda_spec = trim(entry.substr(colon + 1));
+  }
+  if (seen[0]) {
+    if (path_pair(cuda_spec, '/', "CHARRNN_FAST_PATH", f)) f.source = "CHARRNN_FAST_PATH=" + text;
+    return f;
+  }
+  const std::string legacy = trim(legacy_env ? legacy_env : "");
+  if (legacy.empty()) return f;
+  if (path_pair(legacy, ',', "CHARRNN_FAST_CUDA_PATH", f)) {
+    f.source = "CHARRNN_FAST_CUDA_PATH=" + legacy;
+  }
+  return f;
 }
 
 }  // namespace charrnn_fast::cuda

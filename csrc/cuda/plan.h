@@ -1,33 +1,67 @@
-// Geometry planner of the persistent LSTM kernels: a pure function of the
-// problem size and two device limits, so it can be reasoned about (and tested)
-// without a GPU. The binding (lstm_cuda.cpp) adds the occupancy check.
+// Planner of the CUDA LSTM kernels (docs/DESIGN.md, "Planners"): which path
+// runs a call, with which persistent geometry, and why. Pure functions of the
+// problem size and the device limits, so they can be reasoned about (and
+// tested, csrc/cuda/emu and tests/lstm/test_planners.py) without a GPU. The
+// binding (lstm_cuda.cpp) adds the occupancy check, the cache, and the path
+// forced by the environment, parsed here (parse_forced_paths) with the same
+// grammar as charrnn_fast/backends/plans.py.
 // Legend: B batch, H hidden units, U units per block, BS batch rows per block.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "kernels.h"
 
 namespace charrnn_fast::cuda {
 
+// Aggregate L2 bandwidth, bytes per SM clock: about 5.5 TB/s at 1.98 GHz, a
+// rough H100 SXM / H200 estimate (not a device property) to be calibrated with
+// bench/run.py. All blocks together cannot stream their per-step operands
+// faster than this, however many blocks share the work.
+constexpr double kL2BytesPerClk = 2800.0;
+
 struct DeviceLimits {
-  int sms;            // cudaDeviceProp::multiProcessorCount
-  size_t smem_optin;  // cudaDeviceProp::sharedMemPerBlockOptin
+  int sms;                                   // cudaDeviceProp::multiProcessorCount
+  size_t smem_optin;                         // cudaDeviceProp::sharedMemPerBlockOptin
+  size_t l2_bytes = 0;                       // cudaDeviceProp::l2CacheSize (reported)
+  double l2_bytes_per_clk = kL2BytesPerClk;  // aggregate L2 bandwidth (estimate)
 };
 
 struct Plan {
   bool persistent = false;
   Geom g{};
   size_t smem = 0;
-  double cost = 0;  // modelled cycles per step (lower is better)
-  std::string why;  // when not persistent: the reason
+  double cost = 0;       // modelled cycles per step (lower is better)
+  double l2_cost = 0;    // of which the aggregate-L2-bandwidth bound
+  std::string why;       // why this path (persistent: how the geometry won)
 };
 
 // The cheapest persistent geometry for one direction (bwd = backward kernel),
 // or persistent = false and the reason. T is copied into the geometry.
 Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits& lim);
 
-// "U=8 BS=64 grid=128 (128 x 1) MC=64 KC=128 KS=1 smem=201216" for logs and tests.
+// "U=8 BS=64 grid=128 (128 x 1) MC=64 KC=128 KS=1 smem=201216 cost=.. l2=.."
+// for logs and tests; the reason when not persistent.
 std::string describe(const Plan& p);
+// The geometry part of describe() alone ("" when not persistent).
+std::string geometry(const Plan& p);
+
+// ------------------------------------------------------------ forcing a path
+enum class Path { kAuto, kPersistent, kStepwise };
+
+struct ForcedPaths {
+  Path fwd = Path::kAuto, bwd = Path::kAuto;
+  std::string source;  // "CHARRNN_FAST_PATH=cuda:persistent" (empty when nothing is forced)
+  std::string error;   // non-empty: the setting is malformed, and how
+};
+
+// The cuda paths forced by CHARRNN_FAST_PATH (`backend:path[/bwd_path]` entries,
+// comma-separated; entries of other backends are skipped) or, when it has no
+// cuda entry, by the former CHARRNN_FAST_CUDA_PATH (`path` or `fwd,bwd`).
+// Either argument may be null (unset).
+ForcedPaths parse_forced_paths(const char* path_env, const char* legacy_env);
+
+const char* path_name(Path p);
 
 }  // namespace charrnn_fast::cuda

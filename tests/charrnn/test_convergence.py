@@ -1,7 +1,7 @@
 """Convergence: the same tiny char-rnn trained with backend="reference" and with
 the fused backend="cpu" follows the same loss curve, and the loss falls.
 
-Tolerance calibrates itself (DESIGN.md, chain of trust step 8): the fused curve
+Tolerance calibrates itself (docs/DESIGN.md, "Chain of trust", link 8): the fused curve
 may differ from the float64 curve by at most twice what plain PyTorch in float32
 differs by, plus a small floor.
 """

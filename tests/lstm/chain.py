@@ -1,6 +1,6 @@
 """Shared helpers: run an LSTM forward and backward, and compare with calibrated tolerances.
 
-The tolerance calibrates itself (DESIGN.md): a backend in dtype d may be off
+The tolerance calibrates itself (docs/DESIGN.md, "Chain of trust", link 3): a backend in dtype d may be off
 the float64 truth by at most twice what plain PyTorch (nn.LSTM) in dtype d is
 off, plus a small floor.
 """
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 # The floor, relative to the largest magnitude of a quantity: for fp64 the
-# 1e-10 of DESIGN.md; for the others one rounding of the result to the dtype
+# 1e-10 of docs/DESIGN.md (link 1); for the others one rounding of the result to the dtype
 # (its unit roundoff), which no implementation that returns that dtype can
 # avoid (for fp32 a few ulps, since sums of T*B terms are reordered).
 FLOOR = {torch.float64: 1e-10, torch.float32: 2e-6, torch.bfloat16: 2**-8, torch.float16: 2**-11}

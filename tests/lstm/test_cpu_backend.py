@@ -1,4 +1,4 @@
-"""Link 3 of the chain of trust for the C++ CPU backend: forward and backward
+"""Link 3 of the chain of trust (docs/DESIGN.md) for the C++ CPU backend: forward and backward
 against the float64 truth, within twice plain PyTorch's error in the same dtype."""
 
 import pytest

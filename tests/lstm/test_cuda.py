@@ -1,7 +1,7 @@
 """The CUDA backend (csrc/cuda/): both paths, forward and backward, against float64.
 
-Every path (persistent, stepwise; forced with CHARRNN_FAST_CUDA_PATH) is held to
-the calibrated tolerance of DESIGN.md: error <= 2 x (baseline error) + floor,
+Every path (persistent, stepwise; forced with CHARRNN_FAST_PATH=cuda:...) is held to
+the calibrated tolerance of docs/DESIGN.md (link 3): error <= 2 x (baseline error) + floor,
 where the baseline is the worse of cuDNN (nn.LSTM, TF32 off) and the reference
 backend in the same dtype, and the truth is float64 computed from the same rounded inputs
 and weights (so only the arithmetic differs). Op-level tests compare every
@@ -32,7 +32,7 @@ from charrnn_fast.backends import reference
 pytestmark = pytest.mark.cuda
 
 DEV = "cuda"
-ENV = "CHARRNN_FAST_CUDA_PATH"
+ENV = "CHARRNN_FAST_PATH"
 PATHS = ["persistent", "stepwise"]
 # Floor relative to max(1, max |truth|): about one rounding to the dtype.
 FLOOR = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
@@ -55,12 +55,12 @@ def _plan(T: int, B: int, H: int, dtype: torch.dtype) -> str:
 
 
 def _env(path: str, T: int, B: int, H: int, dtype: torch.dtype) -> str:
-    """CHARRNN_FAST_CUDA_PATH for `path`: persistent wherever the size allows it."""
+    """CHARRNN_FAST_PATH for `path`: persistent wherever the size allows it."""
     if path in ("stepwise", "auto"):
-        return path
+        return f"cuda:{path}"
     plan = _plan(T, B, H, dtype)
     assert "fwd=persistent" in plan, f"forward persistent kernel unavailable: {plan}"
-    return "persistent," + ("persistent" if "bwd=persistent" in plan else "stepwise")
+    return "cuda:persistent/" + ("persistent" if "bwd=persistent" in plan else "stepwise")
 
 
 def _assert_calibrated(
@@ -180,7 +180,7 @@ def test_awkward_hidden_size_runs_stepwise(monkeypatch):
     assert "fwd=stepwise" in plan and "multiple of 16" in plan
     _check_op(torch.float32, 5, 100, 9, "auto", monkeypatch)
     a = _op_inputs(9, 5, 100, torch.float32, seed=2)
-    monkeypatch.setenv(ENV, "persistent")
+    monkeypatch.setenv(ENV, "cuda:persistent")
     with pytest.raises(RuntimeError, match="H = 100 is not a multiple of 16"):
         OPS.lstm_fwd(a["gx"], a["w"], a["h0"], a["c0"], True)
 
@@ -193,7 +193,7 @@ def test_forced_persistent_backward_that_does_not_fit_raises(monkeypatch):
         pytest.skip(f"this device fits the fp32 H=1024 backward on chip: {plan}")
     assert "does not fit" in plan
     a = _op_inputs(T, B, H, torch.float32, seed=3)
-    monkeypatch.setenv(ENV, "persistent")
+    monkeypatch.setenv(ENV, "cuda:persistent")
     y, c_all, gates = OPS.lstm_fwd(a["gx"], a["w"], a["h0"], a["c0"], True)
     with pytest.raises(RuntimeError, match="persistent backward kernel.*does not fit"):
         OPS.lstm_bwd(a["dy"], a["dhT"], a["dcT"], a["w"], y, c_all, gates, a["h0"])
@@ -322,8 +322,8 @@ def test_errors_name_the_argument(monkeypatch):
         OPS.lstm_fwd(*(a[k].double() for k in ("gx", "w", "h0", "c0")), True)
     with pytest.raises(RuntimeError, match="c0 must have dtype"):
         OPS.lstm_fwd(a["gx"], a["w"], a["h0"], a["c0"].half(), True)
-    monkeypatch.setenv(ENV, "fastest")
-    with pytest.raises(RuntimeError, match="CHARRNN_FAST_CUDA_PATH must be"):
+    monkeypatch.setenv(ENV, "cuda:fastest")
+    with pytest.raises(RuntimeError, match="CHARRNN_FAST_PATH: the cuda path must be"):
         OPS.lstm_fwd(a["gx"], a["w"], a["h0"], a["c0"], True)
 
 

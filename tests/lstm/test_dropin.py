@@ -1,4 +1,4 @@
-"""Link 4: charrnn_fast.LSTM is a drop-in nn.LSTM."""
+"""Link 4 of the chain of trust (docs/DESIGN.md): charrnn_fast.LSTM is a drop-in nn.LSTM."""
 
 import warnings
 

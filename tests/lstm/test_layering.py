@@ -34,6 +34,18 @@ def test_library_sources_do_not_import_the_application():
     assert not offenders, offenders
 
 
+def test_bench_depends_on_the_library_only():
+    offenders = []
+    for path in sorted((REPO / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mod = getattr(node, "module", None) if isinstance(node, ast.ImportFrom) else None
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [mod or ""]
+            offenders += [
+                f"{path.name}:{node.lineno}" for n in names if "charrnn_fast.charrnn" in n
+            ]
+    assert not offenders, offenders
+
+
 def test_using_the_lstm_loads_no_application_module():
     # torch itself may import tqdm: count only what charrnn_fast adds.
     code = (

@@ -1,4 +1,4 @@
-"""Link 5: the registered ops pass opcheck, and torch.compile sees no graph break."""
+"""Link 5 of the chain of trust (docs/DESIGN.md): the registered ops pass opcheck, and torch.compile sees no graph break."""
 
 import pytest
 import torch

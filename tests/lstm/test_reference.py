@@ -1,4 +1,4 @@
-"""Links 1 and 2 of the chain of trust: the reference against nn.LSTM in float64,
+"""Links 1 and 2 of the chain of trust (docs/DESIGN.md): the reference against nn.LSTM in float64,
 and gradcheck of the explicit backward that the kernels implement."""
 
 import pytest

@@ -3,7 +3,7 @@
 Without a GPU these run under the Triton interpreter, in their own process
 (TRITON_INTERPRET must be set before the kernel modules are imported):
 
-    TRITON_INTERPRET=1 .venv/bin/python -m pytest -m triton tests/test_triton.py
+    TRITON_INTERPRET=1 .venv/bin/python -m pytest -m triton tests/lstm/test_triton.py
 
 On a GPU machine the same command without TRITON_INTERPRET=1 runs the compiled
 kernels, plus bigger shapes and real multi-program persistent grids (marked cuda).
@@ -31,11 +31,12 @@ pytest.importorskip("triton")
 
 import charrnn_fast  # noqa: E402
 from charrnn_fast import backends  # noqa: E402
-from charrnn_fast.backends import reference  # noqa: E402
+from charrnn_fast.backends import plans, reference  # noqa: E402
 from charrnn_fast.kernels import plan as plan_mod  # noqa: E402
 
 pytestmark = pytest.mark.triton
 DEV = torch.device("cuda" if GPU else "cpu")
+LIMITS = plans.device_limits(DEV)
 TB = backends.get("triton")
 FLOOR = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 DTYPES = [torch.float32, torch.bfloat16]  # float16: test_float16 (fewer GPU compiles)
@@ -102,7 +103,7 @@ SMALL_SHAPES = [(1, 1, 7), (5, 3, 16), (5, 3, 32)]
 )
 def test_small_path(T, B, H, dtype):
     try:
-        plan_mod.make_plan(B, H, dtype, DEV, path="small")
+        plan_mod.make_plan(B, H, dtype, LIMITS, path="small")
     except ValueError as e:  # e.g. fp32 H=100 on a GPU: W_hh does not fit one SM
         pytest.skip(str(e))
     _compare(_inputs(T, B, H), dtype, f"small T={T} B={B} H={H}", path="small")
@@ -140,7 +141,7 @@ def test_persistent_grid_barrier(T, B, H, bj, dtype):
     # shows up as stale h rows (wrong y) or as a hang. The last shape fills
     # 128 SMs of an H100 (co-residency of the whole grid).
     grid = (-(-H // bj), -(-B // 16))
-    if grid[0] * grid[1] > plan_mod.device_limits(DEV)[1]:
+    if grid[0] * grid[1] > LIMITS.sms:
         pytest.skip(f"grid {grid} exceeds this GPU's SM count")
     label = f"persistent grid {grid} T={T}"
     _compare(_inputs(T, B, H), dtype, label, path="persistent", block_j=bj, block_b=16)
@@ -185,24 +186,33 @@ def test_out_of_resources_falls_back(monkeypatch):
             raise OutOfResources(300_000, 232_448, "shared memory")
         return "ok"
 
-    monkeypatch.setattr(tb_mod, "_degraded", {})
+    monkeypatch.setattr(plans, "FALLBACKS", plans.FallbackCache())
+    monkeypatch.delenv("CHARRNN_FAST_PATH", raising=False)
+    monkeypatch.delenv("CHARRNN_FAST_TRITON_PATH", raising=False)
     like = torch.empty(0, dtype=torch.bfloat16, device=DEV)
     with pytest.warns(UserWarning, match="does not fit"):
-        assert tb_mod._run(3, 16, like, launch, {}) == "ok"
+        assert tb_mod._run("fwd", 3, 16, 5, like, launch, {}) == "ok"
     chain = [("small", True), ("persistent", True), ("persistent", False), ("stepwise", False)]
     assert seen == chain
     seen.clear()
-    assert tb_mod._run(3, 16, like, launch, {}) == "ok"
+    assert tb_mod._run("fwd", 3, 16, 5, like, launch, {}) == "ok"
     assert seen == [("stepwise", False)], "the working plan is remembered"
+    seen.clear()
+    with pytest.warns(UserWarning, match="does not fit"):
+        tb_mod._run("bwd", 3, 16, 5, like, launch, {})
+    assert seen == chain, "each direction degrades on its own"
     with pytest.raises(OutOfResources):
-        tb_mod._run(3, 16, like, launch, {"path": "small"})  # a forced path never degrades
+        tb_mod._run("fwd", 3, 16, 5, like, launch, {"path": "small"})  # forced: never degrades
+    monkeypatch.setenv("CHARRNN_FAST_PATH", "triton:small")
+    with pytest.raises(OutOfResources):
+        tb_mod._run("fwd", 3, 16, 5, like, launch, {})  # forced by the environment alike
 
 
 def test_plans_respect_the_device():
-    smem, sms = plan_mod.device_limits(DEV)
+    smem, sms = LIMITS.smem_optin, LIMITS.sms
     for B, H in [(1, 7), (64, 64), (64, 1024), (512, 4096), (4096, 256)]:
         for dt in (torch.float32, torch.bfloat16):
-            p = plan_mod.make_plan(B, H, dt, DEV)
+            p = plan_mod.make_plan(B, H, dt, LIMITS)
             print(B, H, dt, p)
             assert p.grid == (-(-H // p.block_j), -(-B // p.block_b))
             if p.path == "persistent":
@@ -211,7 +221,7 @@ def test_plans_respect_the_device():
                 es = torch.empty((), dtype=dt).element_size()
                 rows = plan_mod.padded_h(H) if p.path == "small" else p.block_j
                 assert 4 * plan_mod.padded_h(H) * rows * es <= smem
-    assert plan_mod.make_plan(3, 16, torch.float32, DEV).path == "small"
+    assert plan_mod.make_plan(3, 16, torch.float32, LIMITS).path == "small"
 
 
 def test_kernels_not_imported_by_the_package():
