@@ -141,6 +141,8 @@ def add_commands(sub) -> None:
         "--lr_schedule", "--lr-schedule", choices=("cosine", "char-rnn"), default="cosine"
     )
     m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--reset_prob", "--reset-prob", type=float, default=0.0)
+    m.add_argument("--grad_clip", "--grad-clip", type=float, default=5.0)
     m.add_argument("--eval_val_every", "--eval-val-every", type=int, default=250)
     m.add_argument("--eval_max_batches", "--eval-max-batches", type=int, default=0)
     m.add_argument("--device", default="cpu")
@@ -284,6 +286,8 @@ def _compare(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule,
         dropout=args.dropout,
+        reset_prob=args.reset_prob,
+        grad_clip=args.grad_clip,
         eval_val_every=args.eval_val_every,
         eval_max_batches=args.eval_max_batches,
         device=args.device,

@@ -106,7 +106,8 @@ def compare(
                 done = False
             if not done:
                 print(f"training {model} (H={h}, {n:,} parameters), seed {seed}", flush=True)
-                train(cfg.validate())
+                if train(cfg.validate()).interrupted:
+                    raise KeyboardInterrupt  # Ctrl-C: the run is saved; rerun to continue
                 ckpt = load_checkpoint(last)
             if ckpt.get("val_loss") is None:
                 raise UserError(f"{run_dir}: no validation loss (is --val_frac 0?)")

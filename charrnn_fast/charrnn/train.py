@@ -65,6 +65,23 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     )
 
 
+def reset_rows(state: State, cfg: TrainConfig, step: int, rows: range) -> State:
+    """Zero the carried state of each row with probability cfg.reset_prob.
+
+    Without resets a row's state is zero once per epoch only, and a model trained
+    for an epoch or two may never learn to start from a zero state (as validation
+    and sampling do): from some starting texts it settles into a state where its
+    predictions are wrong for thousands of characters. The draw is a function of
+    (seed, step) over the whole batch, so every rank and every resume agrees.
+    state: [num_layers, len(rows), H] tensors (this rank's rows)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    keep = (torch.rand(cfg.batch_size, generator=gen) >= cfg.reset_prob)[rows.start : rows.stop]
+    if bool(keep.all()):
+        return state
+    mask = keep.to(device=state[0].device, dtype=state[0].dtype)[None, :, None]
+    return tuple(s * mask for s in state)
+
+
 class _StopFlag:
     """First Ctrl-C asks for a clean stop (finish the step, save); a second one aborts."""
 
@@ -301,6 +318,8 @@ class _Run:
         chunk = self.step % self.cpe
         if chunk == 0:
             self.state = None  # a new epoch restarts every row stream
+        elif cfg.reset_prob > 0 and self.state is not None:
+            self.state = reset_rows(self.state, cfg, self.step, self.rows)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = (t.to(self.device, non_blocking=True) for t in self.batches.batch(chunk))

@@ -61,6 +61,7 @@ class TrainConfig:
     grad_clip_mode: str = "norm"
     seq_length: int = 50
     batch_size: int = 50
+    reset_prob: float = 0.0
     max_epochs: float = 50.0
     max_iters: int = 0
     max_time: float = 0.0
@@ -111,6 +112,7 @@ class TrainConfig:
             (self.sample_every >= 0, "--sample_every must be >= 0 (0 = off)"),
             (self.sample_length >= 1, "--sample_length must be >= 1"),
             (self.grad_clip >= 0, "--grad_clip must be >= 0 (0 = no clipping)"),
+            (0 <= self.reset_prob <= 1, "--reset_prob must be in [0, 1]"),
             (self.max_epochs > 0 or self.max_iters > 0, "--max_epochs or --max_iters must be > 0"),
             (self.max_iters >= 0, "--max_iters must be >= 0"),
             (
@@ -155,6 +157,9 @@ HELP = {
     "grad_clip_mode": "norm: total gradient norm; value: each element (char-rnn's)",
     "seq_length": "time steps per chunk (truncated BPTT length)",
     "batch_size": "row streams per batch (over all processes)",
+    "reset_prob": "chance per chunk that a row's carried state restarts from zero, so "
+    "that the model learns to start from nothing as validation and sampling do "
+    "(0 = only at epoch starts, as char-rnn)",
     "max_epochs": "epochs to train (used when --max_iters is 0)",
     "max_iters": "total optimisation steps (overrides --max_epochs)",
     "max_time": "stop after this many seconds of training wall time, over all resumes "
