@@ -42,29 +42,29 @@ class TrainConfig:
     val_frac: float = 0.05
     # model
     model: str = "lstm"
-    rnn_size: int = 128
+    rnn_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
-    embedding_dim: int = 0
+    embedding_dim: int = 64
     backend: str = "auto"
     # optimisation
     optimizer: str = "adam"
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     learning_rate_decay: float = 0.97
     learning_rate_decay_after: int = 10
-    lr_schedule: str = "char-rnn"
-    warmup_iters: int = 0
+    lr_schedule: str = "cosine"
+    warmup_iters: int = 100
     min_lr_frac: float = 0.1
     decay_rate: float = 0.95
     weight_decay: float = 0.0
-    grad_clip: float = 5.0
+    grad_clip: float = 1.0
     grad_clip_mode: str = "norm"
-    seq_length: int = 50
-    batch_size: int = 50
-    reset_prob: float = 0.0
+    seq_length: int = 64
+    batch_size: int = 64
+    reset_prob: float = 0.02
     max_epochs: float = 50.0
     max_iters: int = 0
-    max_time: float = 0.0
+    max_time: float = 345.0
     # run control
     init_from: str = ""
     resume: bool = False

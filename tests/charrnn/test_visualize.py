@@ -36,6 +36,7 @@ def trained(root: Path, model: str = "lstm", num_layers: int = 2, level: str = "
         checkpoint_dir=str(root / "cv"),
         model=model,
         rnn_size=16,
+        embedding_dim=0,  # reference_tanh_c feeds one-hot vectors
         num_layers=num_layers,
         batch_size=4,
         seq_length=16,
