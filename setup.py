@@ -1,10 +1,16 @@
 """Build of charrnn_fast and its extension `charrnn_fast._C`.
 
+The metadata is in pyproject.toml; this file adds what must be computed: the
+extension, and the torch requirement, pinned to the torch version the extension
+is compiled against (a compiled extension loaded under another torch fails at
+import).
+
 The C++ CPU sources (csrc/*.cpp) are always built. The CUDA sources
 (csrc/cuda/*.cu, *.cpp) are built when torch is a CUDA build and nvcc is found,
 whether or not a GPU is present; CHARRNN_FAST_CUDA=0|1 forces them off or on.
-Install with `pip install -e . --no-build-isolation` (build isolation would pull
-a second, different torch into the build).
+Install with `pip install --no-build-isolation .` (or `-e .`): build isolation
+would compile against a second, freshly downloaded torch. An sdist
+(`python -m build --sdist`) needs no torch.
 """
 
 import glob
@@ -34,8 +40,14 @@ _home = _cuda_home()
 if _home:
     os.environ["CUDA_HOME"] = _home
 
-import torch  # noqa: E402
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # an sdist or metadata step, or a build in an isolated environment
+    torch = None
+
+# setup.py commands that compile the extension (direct, pip and PEP 517 hooks).
+_BUILDS = {"build", "build_ext", "bdist_wheel", "develop", "install", "editable_wheel"}
 
 
 def _want_cuda() -> bool:
@@ -99,21 +111,33 @@ def _extension():
     )
 
 
+def _build_args() -> dict:
+    """The extension and the pinned torch, or, where nothing is compiled (sdist,
+    metadata), an unpinned torch; a compiling command without torch stops here."""
+    if torch is None:
+        if _BUILDS.intersection(sys.argv[1:]):
+            sys.exit(
+                "charrnn_fast compiles its extension against the torch of the build "
+                "environment, and there is none: install torch, then "
+                "`pip install --no-build-isolation .`"
+            )
+        return {"install_requires": ["torch"]}
+    return {
+        "ext_modules": [_extension()],
+        "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)},
+        # The LSTM library needs torch alone (triton comes with CUDA builds of
+        # torch), the very version compiled against (2.14.1 for 2.14.1+cu130:
+        # the CPU and CUDA builds of one version share the ABI; a CUDA-built
+        # extension under a CPU-only torch falls back to the reference backend).
+        "install_requires": [f"torch=={torch.__version__.split('+')[0]}"],
+    }
+
+
 setup(
-    name="charrnn_fast",
-    version="0.1.0",
-    description="A drop-in torch.nn.LSTM with fused recurrence kernels, and char-rnn on top",
-    python_requires=">=3.10",
     # charrnn_fast/kernels is a symbolic link to the top-level kernels/, so the
     # Triton kernels are charrnn_fast.kernels in a source checkout, an editable
     # install and a wheel alike, never a top-level `kernels` module (that name
-    # is taken on PyPI).
+    # is taken on PyPI). The sdist and the wheel hold them as plain files.
     packages=find_packages(include=["charrnn_fast", "charrnn_fast.*"]),
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    # The LSTM library needs torch alone (triton comes with CUDA builds of
-    # torch); the char-rnn application's own needs are the `charrnn` extra.
-    install_requires=["torch"],
-    extras_require={"charrnn": ["numpy", "tqdm", "matplotlib"]},
-    entry_points={"console_scripts": ["charrnn-fast=charrnn_fast.charrnn.cli:main"]},
+    **_build_args(),
 )

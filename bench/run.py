@@ -165,6 +165,15 @@ def _settings(args: argparse.Namespace) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[1:]
 
 
+def _eta(done: int, total: int, elapsed_s: float) -> str:
+    """', ETA 3m05s' from the mean time of the rows done so far ('' before the first):
+    progress lines in a log say when the run will end."""
+    if done == 0:
+        return ""
+    m, s = divmod(round(elapsed_s / done * (total - done)), 60)
+    return f", ETA {m}m{s:02d}s"
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
     """Every (dtype, shape, mode, provider) row, speed-ups filled in, and the header."""
     device, provs, shapes, modes, dtypes, notes = _plan(args)
@@ -176,10 +185,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
     checker = Checker(seed=args.seed)
     rows: list[dict] = []
     grid = list(itertools.product(dtypes, shapes, modes, provs))
+    t0 = time.perf_counter()
     for dtype, shape, mode, prov in grid:
         row = _row(prov, mode, dtype, shape, device)
         rows.append(row)
-        label = f"[{len(rows)}/{len(grid)}] {prov} {mode} {dtype} {shape.name} ({shape.spec})"
+        eta = _eta(len(rows) - 1, len(grid), time.perf_counter() - t0)
+        label = f"[{len(rows)}/{len(grid)}{eta}] {prov} {mode} {dtype} {shape.name} ({shape.spec})"
         try:
             _one(row, args, shape, device, checker, label)
         except Exception as exc:  # an `error` row; the traceback goes to stderr

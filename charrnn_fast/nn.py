@@ -16,6 +16,10 @@ from charrnn_fast import backends
 from charrnn_fast.functional import lstm
 
 _warned: set[str] = set()
+_NO_JIT = (
+    "charrnn_fast.LSTM cannot be {}: TorchScript does not see its fused kernels. "
+    "Run it eagerly, or compile it with torch.compile (full graph, no break)."
+)
 
 # Dynamo refuses every nn.RNNBase subclass unless allow_rnn is set, because
 # nn.LSTM's own forward calls an untraceable fused op. Our forward is plain,
@@ -39,9 +43,16 @@ class LSTM(nn.LSTM):
             backends.get(backend)  # an unknown name fails here, not at the first call
         self.backend = backend
 
+    def __prepare_scriptable__(self) -> LSTM:
+        # torch.jit.script calls this on every submodule before compiling; left
+        # alone, it would compile nn.LSTM's forward instead of ours, silently.
+        raise RuntimeError(_NO_JIT.format("scripted (torch.jit.script)"))
+
     def forward(
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        if torch.jit.is_tracing():
+            raise RuntimeError(_NO_JIT.format("traced (torch.jit.trace)"))
         reason = None
         if isinstance(input, PackedSequence):
             reason = "PackedSequence input"

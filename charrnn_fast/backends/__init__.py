@@ -41,6 +41,9 @@ class Backend:
     # the kernel path a call would get and why (docs/DESIGN.md, "Planners").
     # None for backends with a single path.
     plan: Callable[..., list] | None = None
+    # Whether `fwd` is plain differentiable PyTorch, so that LSTMRecurrence can
+    # serve a double backward (create_graph=True) by differentiating it.
+    double_backward: bool = False
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -71,10 +74,13 @@ def get(name: str) -> Backend:
         raise ValueError(f"unknown backend {name!r}: expected one of {sorted(_REGISTRY)}") from None
 
 
+ENV_VAR = "CHARRNN_FAST_BACKEND"
+
+
 def requested(backend: str | None) -> str | None:
     """The explicit choice: the `backend=` argument, else CHARRNN_FAST_BACKEND."""
     if backend is None:
-        backend = os.environ.get("CHARRNN_FAST_BACKEND") or None
+        backend = os.environ.get(ENV_VAR) or None
     return backend
 
 
@@ -83,10 +89,17 @@ def select(gx: Tensor, w_hh: Tensor, backend: str | None = None) -> Backend:
     projection) and w_hh[4H,H]."""
     name = requested(backend)
     if name is not None:
-        chosen = get(name)
+        # Name the environment variable when the choice came from it: the user
+        # may have set it long ago, far from the code that fails.
+        origin = f" (from {ENV_VAR})" if backend is None else ""
+        if name not in _REGISTRY:
+            raise ValueError(
+                f"unknown backend {name!r}{origin}: expected one of {sorted(_REGISTRY)}"
+            )
+        chosen = _REGISTRY[name]
         reason = chosen.why_not(gx, w_hh)
         if reason is not None:
-            raise RuntimeError(f"backend {name!r} cannot run this call: {reason}")
+            raise RuntimeError(f"backend {name!r}{origin} cannot run this call: {reason}")
         return chosen
     order = _ORDER.get(gx.device.type, ("reference",))
     skipped = []
@@ -179,6 +192,7 @@ def _load() -> None:
             reference.lstm_bwd,
             lambda gx, w_hh: None,
             "plain PyTorch loop: any device, any float dtype (the test oracle)",
+            double_backward=True,
         )
     )
     register(cpu.BACKEND)

@@ -19,25 +19,25 @@ def lstm_fwd(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H], gates[T,B,4H]."""
     T, B, H = check_fwd(gx, w_hh, h0, c0)
-    G = 4 * H
     acc = acc_dtype(gx.dtype)
     w = w_hh.to(acc)
-    h = h0.to(acc)
-    y = gx.new_empty((T, B, H))
-    c_all = gx.new_empty((T + 1, B, H), dtype=acc)
-    c_all[0] = c0
-    gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
+    h, c = h0.to(acc), c0.to(acc)
+    # Lists and one stack, no writes into preallocated outputs: autograd can
+    # differentiate this twice (LSTMRecurrence's double backward runs it).
+    ys, cs, gs = [], [c], []
     for t in range(T):
         pre = gx[t].to(acc) + h @ w.t()
         i, f, g, o = pre.chunk(4, dim=1)
         i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c = f * c_all[t] + i * g
-        c_all[t + 1] = c
-        y[t] = o * c.tanh()
-        h = y[t].to(acc)
+        c = f * c + i * g
+        y_t = (o * c.tanh()).to(gx.dtype)
+        h = y_t.to(acc)
+        ys.append(y_t)
+        cs.append(c)
         if training:
-            gates[t] = torch.cat((i, f, g, o), dim=1)
-    return y, c_all, gates
+            gs.append(torch.cat((i, f, g, o), dim=1).to(gx.dtype))
+    gates = torch.stack(gs) if training else gx.new_empty((0,))
+    return torch.stack(ys), torch.stack(cs), gates
 
 
 def lstm_bwd(

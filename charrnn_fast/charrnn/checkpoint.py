@@ -4,13 +4,17 @@ A checkpoint is a dict of tensors, primitives, lists and dicts only, so it loads
 with `torch.load(weights_only=True)` (no arbitrary code runs from a checkpoint
 file) and on any device (`map_location`). Writes go to a temporary file in the
 same folder, are fsynced and then renamed over the target, so a crash or Ctrl-C
-mid-write leaves the previous checkpoint intact.
+mid-write leaves the previous checkpoint intact. Loads check the zip archive's
+CRC-32 of every record first (torch.load does not), so altered bytes anywhere
+in the tensor data are refused, not loaded as wrong weights.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import zipfile
 from pathlib import Path
 
 import torch
@@ -27,16 +31,23 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **ckpt}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         # Including KeyboardInterrupt: never leave a half-written temp file behind.
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        full = _disk_full(e)
+        if full is not None:
+            kept = f"the previous {path.name} is intact" if path.exists() else "it was not written"
+            raise CheckpointError(
+                f"cannot save {path}: {full.strerror} ({errno.errorcode[full.errno]}); {kept}. "
+                "Free some space and continue with --resume"
+            ) from e
         raise
     # Persist the rename itself (the directory entry); not possible on every OS.
     try:
@@ -50,6 +61,57 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError in `e`'s chain: torch.save reports a failed write
+    as a RuntimeError of its zip writer, raised while handling the OSError."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new temporary file `.NAME.<random>.tmp` next to `path`, opened for writing.
+
+    Created with mode 0666 less the umask, like log.csv and every other file the
+    application writes (tempfile.mkstemp would make it 0600)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def remove_orphans(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of saves that a killed process never finished.
+
+    Call only while holding the folder's lock (charrnn_fast.charrnn.runlock):
+    then no other process can be writing them. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def verify_archive(path: Path) -> None:
+    """Raise CheckpointError unless every record of the zip archive matches its CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a valid checkpoint (corrupt or truncated?): {e}"
+        ) from e
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is corrupt: record {bad} does not match its CRC-32 checksum "
+            "(altered on disk or in transfer); use another checkpoint"
+        )
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -68,6 +130,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load and validate a checkpoint (file or folder) with weights_only=True."""
     p = resolve_checkpoint(path)
+    verify_archive(p)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:

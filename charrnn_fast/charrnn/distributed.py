@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from charrnn_fast.charrnn.devices import resolve_device
 from charrnn_fast.charrnn.errors import UserError
 
 
@@ -42,11 +43,7 @@ def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} requested but no CUDA GPU is available")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", local)

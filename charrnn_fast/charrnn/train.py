@@ -4,7 +4,8 @@
 a disjoint share of the rows). A run can always be continued exactly: the
 checkpoint holds model, optimiser, RNG states, the carried hidden state and the
 data position, and everything else (learning rate, batch order) is a function of
-the step. Ctrl-C finishes the current step, saves, and stops.
+the step. Ctrl-C, SIGTERM or SIGHUP finishes the current step, saves, and stops
+(stopping.py); the checkpoint folder is locked for the run (runlock.py).
 
 Run it as `charrnn-fast train [options]`, or under torchrun as
 `torchrun --nproc_per_node=N -m charrnn_fast.charrnn train [options]`.
@@ -13,18 +14,15 @@ Run it as `charrnn-fast train [options]`, or under torchrun as
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from charrnn_fast.charrnn import distributed as ddp
 from charrnn_fast.charrnn.checkpoint import (
@@ -34,9 +32,13 @@ from charrnn_fast.charrnn.checkpoint import (
     save_checkpoint,
 )
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, max_rows, split_tokens
+from charrnn_fast.charrnn.devices import check_backend
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
+from charrnn_fast.charrnn.progress import progress_bar
+from charrnn_fast.charrnn.runlock import rank0_folder_lock
 from charrnn_fast.charrnn.schedule import scheduled_lr
+from charrnn_fast.charrnn.stopping import StopFlag
 from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
 from charrnn_fast.charrnn.trainlog import TrainLog
 from charrnn_fast.charrnn.trainsamples import SampleWriter
@@ -50,6 +52,7 @@ class TrainResult:
     val_losses: list[tuple[int, float]] = field(default_factory=list)
     checkpoint: str | None = None
     interrupted: bool = False
+    stop_signal: int | None = None  # the signal that interrupted the run
     rank: int = 0  # distributed rank of this process (0 writes checkpoints and logs)
     elapsed_s: float = 0.0  # wall time trained, over all sessions of the run
     out_of_time: bool = False  # stopped by --max_time
@@ -82,34 +85,6 @@ def reset_rows(state: State, cfg: TrainConfig, step: int, rows: range) -> State:
     return tuple(s * mask for s in state)
 
 
-class _StopFlag:
-    """First Ctrl-C asks for a clean stop (finish the step, save); a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    @contextmanager
-    def installed(self) -> Iterator[_StopFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self  # signal handlers live in the main thread only
-            return
-        previous = signal.signal(signal.SIGINT, self._handler)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
 def _autocast(cfg: TrainConfig, device: torch.device):
     if cfg.dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -123,7 +98,7 @@ def evaluate(
     cfg: TrainConfig,
     device: torch.device,
     info: ddp.DistInfo,
-    stop: _StopFlag | None = None,
+    stop: StopFlag | None = None,
 ) -> float | None:
     """Mean loss per token over the split (all ranks' rows); None if stopped early."""
     was_training = model.training
@@ -183,7 +158,8 @@ def train(
     cfg.validate()
     info, device = ddp.init_distributed(cfg.device)
     try:
-        with _StopFlag().installed() as stop:
+        lock = rank0_folder_lock(cfg.checkpoint_dir, info, device)
+        with lock, StopFlag().installed() as stop:
             run = _Run(cfg, info, device)
             try:
                 return run.loop(stop, on_step)
@@ -235,6 +211,9 @@ class _Run:
         if ckpt is not None:  # --init_from/--resume: the checkpoint's architecture wins
             arch = {k: ckpt["model_config"][k] for k in arch}
         backend = None if cfg.backend == "auto" else cfg.backend
+        if arch["model"] == "lstm":  # the other cells are torch's, with no backend
+            dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+            check_backend(backend, device, dtype, arch["rnn_size"], cfg.seq_length, len(self.rows))
         self.model = CharRNN(len(self.vocab), dropout=cfg.dropout, backend=backend, **arch)
         self.model.to(device)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
@@ -257,7 +236,11 @@ class _Run:
             ids = [device.index] if device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.log = TrainLog(
-            cfg, enabled=info.is_main, append=cfg.resume, elapsed_offset=self.elapsed_base
+            cfg,
+            enabled=info.is_main,
+            append=cfg.resume,
+            keep_until=self.step,
+            elapsed_offset=self.elapsed_base,
         )
         self.samples = SampleWriter(cfg, self.vocab) if info.is_main and cfg.sample_every else None
 
@@ -337,7 +320,7 @@ class _Run:
         self.step += 1
         return loss.detach()
 
-    def loop(self, stop: _StopFlag, on_step: Callable | None) -> TrainResult:
+    def loop(self, stop: StopFlag, on_step: Callable | None) -> TrainResult:
         cfg, info = self.cfg, self.info
         result = TrainResult(step=self.step, rank=info.rank)
         pending: list[torch.Tensor] = []
@@ -356,13 +339,12 @@ class _Run:
                 f"chunks/epoch, {self.max_iters} steps, {self.device} x{info.world_size}",
                 file=sys.stderr,
             )
-        bar = tqdm(
-            total=None if cfg.max_time > 0 else self.max_iters,  # time-bound: no step ETA
-            initial=self.step,
-            desc="train",
+        bar = progress_bar(
+            None if cfg.max_time > 0 else self.max_iters,  # time-bound: no step ETA
+            "train",
             unit="step",
-            dynamic_ncols=True,
-            disable=(not cfg.progress or not info.is_main) or None,
+            initial=self.step,
+            enabled=cfg.progress and info.is_main,
         )
         out_of_time = cfg.max_time > 0 and self.elapsed_base >= cfg.max_time
         if (self.step >= self.max_iters or out_of_time) and info.is_main:
@@ -429,6 +411,7 @@ class _Run:
         if pending:  # stopped between prints
             flush()
         if result.interrupted:
+            result.stop_signal = stop.signum
             result.checkpoint = self.save(None)
         result.step, result.elapsed_s, result.out_of_time = self.step, self.elapsed(), out_of_time
         return result

@@ -232,10 +232,7 @@ def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:
         given["train_frac"], given["val_frac"] = 0.9, 0.1
     base = {k: v for k, v in (stored or {}).items() if k in FIELD_NAMES}
     if stored is not None:
-        changed = [k for k in FIXED_ON_RESUME if k in given and k in base and given[k] != base[k]]
-        if changed:
-            detail = ", ".join(f"--{k} {given[k]} (checkpoint: {base[k]})" for k in changed)
-            raise UserError(f"cannot change on --resume: {detail}")
+        _refuse_changes(given, base, FIXED_ON_RESUME, "--resume")
     merged = {**base, **given}
     # A run length asked for in steps or epochs is meant in full: the default time
     # budget steps aside (an explicit --max_time still applies).
@@ -244,6 +241,25 @@ def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:
     if stored is not None:
         merged["resume"], merged["init_from"] = True, ""
     return TrainConfig(**merged).validate()
+
+
+def _refuse_changes(given: dict, stored: dict, keys: tuple[str, ...], how: str) -> None:
+    changed = [k for k in keys if k in given and k in stored and given[k] != stored[k]]
+    if changed:
+        detail = ", ".join(f"--{k} {given[k]} (checkpoint: {stored[k]})" for k in changed)
+        raise UserError(f"cannot change on {how}: {detail}")
+
+
+MODEL_OPTIONS = ("model", "rnn_size", "num_layers", "embedding_dim")
+
+
+def with_init_from_model(given: dict, model_config: dict) -> dict:
+    """`given` options with the model options of the --init_from checkpoint
+    (`model_config`) filled in; a given one that differs is a UserError, since
+    the checkpoint's weights fix the architecture."""
+    stored = {k: model_config[k] for k in MODEL_OPTIONS if k in model_config}
+    _refuse_changes(given, stored, MODEL_OPTIONS, f"--init_from {given.get('init_from')}")
+    return {**given, **stored}
 
 
 def last_checkpoint_path(checkpoint_dir: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ class TrainLog:
         cfg: the run's options (checkpoint_dir, tensorboard).
         enabled: False on ranks other than 0 (they write nothing).
         append: continue an existing log (resume) instead of starting a new one.
+        keep_until: with `append`, the step of the checkpoint resumed from: rows
+            past it, logged by a run killed before its next checkpoint, are dropped.
         elapsed_offset: seconds the run trained before this session (resume), so
             that elapsed_s keeps counting across sessions.
     """
@@ -32,6 +35,7 @@ class TrainLog:
         cfg: TrainConfig,
         enabled: bool = True,
         append: bool = False,
+        keep_until: int | None = None,
         elapsed_offset: float = 0.0,
     ) -> None:
         self.enabled = enabled
@@ -42,16 +46,14 @@ class TrainLog:
         out = Path(cfg.checkpoint_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "log.csv"
+        if append and keep_until is not None:
+            drop_rows_after(path, keep_until)
         fresh = not (append and path.is_file() and path.stat().st_size > 0)
         self.file = open(path, "w" if fresh else "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.writer(self.file)
         if fresh:
             self.writer.writerow(COLUMNS)
-        # TensorBoard is optional: use it only when the package is there.
-        if cfg.tensorboard and importlib.util.find_spec("tensorboard") is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"))
+        self.tb = _tensorboard(out / "tb", cfg.tensorboard, keep_until if append else None)
 
     def write(
         self,
@@ -103,6 +105,54 @@ class TrainLog:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def _tensorboard(folder: Path, wanted: bool, resume_step: int | None):
+    """A SummaryWriter when asked for and installed (said once per process when
+    not installed). On resume, events past the checkpoint's step are purged."""
+    global _tb_missing_said
+    if not wanted:
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        if not _tb_missing_said:
+            _tb_missing_said = True
+            print(
+                "tensorboard is not installed: logging to log.csv only "
+                "(pip install tensorboard, or pass --no-tensorboard)",
+                file=sys.stderr,
+            )
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge = None if resume_step is None else resume_step + 1
+    return SummaryWriter(str(folder), purge_step=purge)
+
+
+_tb_missing_said = False
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Rewrite log.csv without its rows past `step` or malformed (a line cut by a
+    kill): a run killed after logging, before its next checkpoint, must not
+    leave rows that the resumed run will write again."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8", newline="") as f:  # keep csv's \r\n as written
+        lines = f.read().splitlines(keepends=True)
+    if not lines:
+        return
+
+    def keep(line: str) -> bool:  # a line cut by a kill has no newline
+        first = line.split(",", 1)[0]
+        return line.endswith("\n") and first.isdigit() and int(first) <= step
+
+    kept = lines[:1] + [line for line in lines[1:] if keep(line)]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write("".join(kept))
+    os.replace(tmp, path)
 
 
 def _fmt(x: float | None, digits: int = 6) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,10 @@ def test_quick_run_writes_valid_results(quick) -> None:
     out, proc = quick
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.rstrip().splitlines()[-1].startswith("speed-up = baseline median")
+    # Progress on stderr is plain lines, readable in a log: row k of N, then an ETA.
+    progress = [ln for ln in proc.stderr.splitlines() if re.match(r"\[\d+/\d+", ln)]
+    assert progress[0].startswith("[1/") and "\r" not in proc.stderr
+    assert all(re.match(r"\[\d+/\d+, ETA \d+m\d\ds\] ", ln) for ln in progress[1:]), progress
     doc = json.loads((out / "q.json").read_text())
     header, rows = doc["header"], doc["rows"]
     for k in HEADER_KEYS:

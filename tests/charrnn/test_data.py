@@ -4,6 +4,7 @@ tarball), memory-mapped loading, contiguous splits and the truncated-BPTT batche
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -232,3 +233,45 @@ def test_split_tokens_are_views(tmp_path):
     s = split_tokens(load_prepared(out), 0.9, 0.05)
     assert [len(s[k]) for k in ("train", "val", "test")] == [900, 50, 50]
     assert isinstance(s["train"], np.memmap)
+
+
+@pytest.mark.parametrize("level", ["char", "byte"])
+@pytest.mark.parametrize("chunk", [2, 1 << 22])
+def test_a_byte_order_mark_is_not_a_symbol(tmp_path, monkeypatch, level, chunk):
+    monkeypatch.setattr(corpora, "CHUNK_BYTES", chunk)  # 2: the BOM spans chunks
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfhello\n")
+    (tmp_path / "b.txt").write_bytes(b"\xef\xbbx")  # looks like a BOM's start, is not one
+    (tmp_path / "c.txt").write_text("zwnbsp \ufeff inside stays\n")
+    paths = [str(tmp_path / n) for n in ("a.txt", "c.txt")]
+    out, meta = prepare(paths, tmp_path / "d", level=level, progress=False)
+    assert decoded(out) == "hello\nzwnbsp \ufeff inside stays\n"
+    assert meta["num_tokens"] == len(decoded(out).encode() if level == "byte" else decoded(out))
+    if level == "byte":
+        out, _ = prepare([str(tmp_path / "b.txt")], tmp_path / "e", level=level, progress=False)
+        d = load_prepared(out)
+        assert bytes(d.vocab.symbols[i] for i in d.tokens) == b"\xef\xbbx"
+
+
+def test_a_corrupted_token_is_found_when_the_corpus_is_opened(tmp_path):
+    (tmp_path / "t.txt").write_text("abcdefgh" * 10)
+    out, meta = prepare([str(tmp_path / "t.txt")], tmp_path / "d", progress=False)
+    assert load_prepared(out).meta["crc32"] == meta["crc32"]
+    tokens = bytearray((out / "tokens.bin").read_bytes())
+    tokens[37] = 200  # no such id: 8 symbols
+    (out / "tokens.bin").write_bytes(tokens)
+    with pytest.raises(CorpusError, match="token 37 is id 200, but the vocabulary has 8"):
+        load_prepared(out)
+    tokens[37] = (tokens[37 + 8] + 1) % 8  # a valid id, but not the text prepared
+    (out / "tokens.bin").write_bytes(tokens)
+    with pytest.raises(CorpusError, match="CRC-32 .* differs"):
+        load_prepared(out)
+
+
+@pytest.mark.parametrize("field", ["dtype", "num_tokens"])
+def test_meta_json_missing_a_field(tmp_path, field):
+    (tmp_path / "t.txt").write_text("abcdefgh" * 10)
+    out, meta = prepare([str(tmp_path / "t.txt")], tmp_path / "d", progress=False)
+    del meta[field]
+    (out / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CorpusError, match=f"meta.json lacks {field}; prepare the data again"):
+        load_prepared(out)

@@ -108,3 +108,26 @@ def test_torchrun_two_processes_match_one(tmp_path):
         )
     )
     assert more.step == 10 and [s for s, _ in more.losses] == [9, 10]
+
+
+@pytest.mark.slow
+def test_torchrun_on_a_locked_folder_stops_every_rank(tmp_path):
+    from charrnn_fast.charrnn.runlock import folder_lock
+
+    (tmp_path / "in.txt").write_text(TEXT)
+    data = str(prepare([str(tmp_path / "in.txt")], tmp_path / "data", progress=False)[0])
+    args = ["--data_dir", data, "--checkpoint_dir", str(tmp_path / "cv"), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "charrnn_fast.charrnn", "train", *args, "--batch_size", "4", "--max_iters", "2"]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    with folder_lock(tmp_path / "cv"):  # another run holds the folder
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    print(proc.stderr[-3000:])
+    assert proc.returncode != 0
+    assert (
+        f"charrnn-fast: error: {tmp_path / 'cv'} is in use by another training run" in proc.stderr
+    )
+    assert "charrnn-fast: error: rank 0 could not lock" in proc.stderr  # rank 1 stopped too
+    assert not (tmp_path / "cv" / "log.csv").exists()

@@ -163,7 +163,10 @@ def test_backend_selection(monkeypatch):
     assert backends.select(gx, w).name == "reference"
     assert backends.select(gx, w, "cpu").name == "cpu"  # the argument wins over the env
     monkeypatch.setenv("CHARRNN_FAST_BACKEND", "cuda")
-    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run this call"):
+    with pytest.raises(RuntimeError, match=r"'cuda' \(from CHARRNN_FAST_BACKEND\) cannot run"):
+        m(x)
+    monkeypatch.setenv("CHARRNN_FAST_BACKEND", "fast")
+    with pytest.raises(ValueError, match=r"'fast' \(from CHARRNN_FAST_BACKEND\): expected one"):
         m(x)
     monkeypatch.delenv("CHARRNN_FAST_BACKEND")
     with pytest.raises(RuntimeError, match="(?i)backend 'cuda' cannot run this call: .*cuda"):

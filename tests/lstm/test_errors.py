@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 import charrnn_fast
 
@@ -109,3 +110,13 @@ def test_op_backward_without_saved_gates_is_an_error():
         RuntimeError, match="gates is empty: lstm_fwd was called with training=False"
     ):
         torch.ops.charrnn_fast.lstm_bwd(torch.ones_like(y), h0, c0, w, y, c_all, gates, h0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated upstream
+def test_torchscript_is_refused_with_what_to_use_instead():
+    m = charrnn_fast.LSTM(3, 4)
+    for target in (m, nn.Sequential(m)):  # also as a submodule of what is scripted
+        with pytest.raises(RuntimeError, match="cannot be scripted.*torch.compile"):
+            torch.jit.script(target)
+    with pytest.raises(RuntimeError, match="cannot be traced.*eagerly.*torch.compile"):
+        torch.jit.trace(m, torch.randn(2, 1, 3))
