@@ -126,7 +126,8 @@ def write_report(arms: list[Arm], base: TrainConfig, out_dir: str) -> None:
     lines = [
         f"{base.num_layers} layers, embedding {base.embedding_dim or 'one-hot'}, "
         f"batch {base.batch_size} x seq {base.seq_length}, {base.max_iters} steps, "
-        f"lr {base.learning_rate} ({base.lr_schedule}), dropout {base.dropout}, "
+        f"lr {base.learning_rate} ({base.lr_schedule}, warm-up {base.warmup_iters}), "
+        f"clip {base.grad_clip}, dropout {base.dropout}, state resets {base.reset_prob}, "
         f"data {base.data_dir}",
         "",
         "| model | hidden | parameters | seeds | final val loss mean | std | min | max "
