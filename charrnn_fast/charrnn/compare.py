@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -175,5 +176,6 @@ def plot_arms(arms: list[Arm], path: Path, subtitle: str) -> None:
     ax.set_ylabel("validation loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"RNN vs GRU vs LSTM, mean and min-max over seeds\n{subtitle}", fontsize=9)
+    wrapped = textwrap.fill(subtitle, 120)
+    ax.set_title(f"RNN vs GRU vs LSTM, mean and min-max over seeds\n{wrapped}", fontsize=8)
     save_figure(fig, path)
