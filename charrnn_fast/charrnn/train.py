@@ -37,9 +37,11 @@ from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError,
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
 from charrnn_fast.charrnn.progress import progress_bar
 from charrnn_fast.charrnn.runlock import rank0_folder_lock
+from charrnn_fast.charrnn.schedule import scheduled_lr
 from charrnn_fast.charrnn.stopping import StopFlag
 from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
 from charrnn_fast.charrnn.trainlog import TrainLog
+from charrnn_fast.charrnn.trainsamples import SampleWriter
 from charrnn_fast.charrnn.vocab import Vocab
 
 
@@ -52,12 +54,8 @@ class TrainResult:
     interrupted: bool = False
     stop_signal: int | None = None  # the signal that interrupted the run
     rank: int = 0  # distributed rank of this process (0 writes checkpoints and logs)
-
-
-def learning_rate_at(cfg: TrainConfig, epochs_done: int) -> float:
-    """char-rnn's schedule: after each completed epoch e >= decay_after, lr *= decay."""
-    n = epochs_done - max(cfg.learning_rate_decay_after, 1) + 1
-    return cfg.learning_rate * cfg.learning_rate_decay ** max(n, 0)
+    elapsed_s: float = 0.0  # wall time trained, over all sessions of the run
+    out_of_time: bool = False  # stopped by --max_time
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -68,6 +66,23 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(
         params, lr=cfg.learning_rate, alpha=cfg.decay_rate, eps=1e-8, weight_decay=cfg.weight_decay
     )
+
+
+def reset_rows(state: State, cfg: TrainConfig, step: int, rows: range) -> State:
+    """Zero the carried state of each row with probability cfg.reset_prob.
+
+    Without resets a row's state is zero once per epoch only, and a model trained
+    for an epoch or two may never learn to start from a zero state (as validation
+    and sampling do): from some starting texts it settles into a state where its
+    predictions are wrong for thousands of characters. The draw is a function of
+    (seed, step) over the whole batch, so every rank and every resume agrees.
+    state: [num_layers, len(rows), H] tensors (this rank's rows)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    keep = (torch.rand(cfg.batch_size, generator=gen) >= cfg.reset_prob)[rows.start : rows.stop]
+    if bool(keep.all()):
+        return state
+    mask = keep.to(device=state[0].device, dtype=state[0].dtype)[None, :, None]
+    return tuple(s * mask for s in state)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -203,6 +218,9 @@ class _Run:
         self.model.to(device)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.step, self.best_val = 0, math.inf
+        # Wall time of earlier sessions of this run (resume), and of this one.
+        self.elapsed_base, self.clock_start = 0.0, time.perf_counter()
+        self.time_seen = 0.0  # elapsed time as all ranks agree on it (print steps)
         self.state: State | None = None
         if ckpt is not None:
             try:
@@ -217,12 +235,20 @@ class _Run:
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.log = TrainLog(cfg, enabled=info.is_main, append=cfg.resume, keep_until=self.step)
+        self.log = TrainLog(
+            cfg,
+            enabled=info.is_main,
+            append=cfg.resume,
+            keep_until=self.step,
+            elapsed_offset=self.elapsed_base,
+        )
+        self.samples = SampleWriter(cfg, self.vocab) if info.is_main and cfg.sample_every else None
 
     def _restore(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
         self.best_val = ckpt.get("best_val_loss") or math.inf
+        self.elapsed_base = self.time_seen = float(ckpt.get("elapsed_s") or 0.0)
         hidden = ckpt.get("hidden") or []
         if hidden and hidden[0].shape[1] == self.cfg.batch_size:
             r = self.rows
@@ -253,11 +279,21 @@ class _Run:
             "val_loss": val_loss,
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
             "data": {"path": str(self.data.path), "num_tokens": len(self.data)},
+            "elapsed_s": self.elapsed(),
         }
         path = save_checkpoint(blob, last_checkpoint_path(self.cfg.checkpoint_dir))
         if is_best:
             save_checkpoint(blob, Path(self.cfg.checkpoint_dir) / "best.pt")
         return str(path)
+
+    def elapsed(self) -> float:
+        """Seconds of wall time this run has trained, over all its sessions."""
+        return self.elapsed_base + time.perf_counter() - self.clock_start
+
+    def sync_clock(self) -> bool:
+        """Update `time_seen` (the same on every rank); True when --max_time is spent."""
+        self.time_seen = ddp.all_reduce_max(self.elapsed(), self.info, self.device)
+        return self.cfg.max_time > 0 and self.time_seen >= self.cfg.max_time
 
     def train_step(self, lr: float) -> torch.Tensor:
         """One optimisation step on the next chunk; returns the (unsynced) loss."""
@@ -265,6 +301,8 @@ class _Run:
         chunk = self.step % self.cpe
         if chunk == 0:
             self.state = None  # a new epoch restarts every row stream
+        elif cfg.reset_prob > 0 and self.state is not None:
+            self.state = reset_rows(self.state, cfg, self.step, self.rows)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = (t.to(self.device, non_blocking=True) for t in self.batches.batch(chunk))
@@ -302,28 +340,34 @@ class _Run:
                 file=sys.stderr,
             )
         bar = progress_bar(
-            self.max_iters,
+            None if cfg.max_time > 0 else self.max_iters,  # time-bound: no step ETA
             "train",
             unit="step",
             initial=self.step,
             enabled=cfg.progress and info.is_main,
         )
-        if self.step >= self.max_iters and info.is_main:
+        out_of_time = cfg.max_time > 0 and self.elapsed_base >= cfg.max_time
+        if (self.step >= self.max_iters or out_of_time) and info.is_main:
             print(
-                f"already at step {self.step} of {self.max_iters}: nothing to do "
-                "(raise --max_iters or --max_epochs to train further)",
+                f"already at step {self.step} of {self.max_iters}, "
+                f"{self.elapsed_base:.0f} s trained: nothing to do (raise --max_iters, "
+                "--max_epochs or --max_time to train further)",
                 file=sys.stderr,
             )
         tokens, t_last = 0, time.perf_counter()
+        self.clock_start = t_last
+        self.log.t0 = t_last - self.elapsed_base  # the log's clock is the run's clock
         self.net.train()
         try:
-            while self.step < self.max_iters:
-                lr = learning_rate_at(cfg, self.step // self.cpe)
+            while self.step < self.max_iters and not out_of_time:
+                lr = scheduled_lr(cfg, self.step, self.cpe, self.max_iters, self.time_seen)
                 pending.append(self.train_step(lr))
                 tokens += self.batches.tokens_per_chunk * info.world_size
                 bar.update(1)
                 step, loss = self.step, None
                 at_print = step % cfg.print_every == 0 or step == self.max_iters
+                # The clock is read (and agreed on by all ranks) at print steps only.
+                out_of_time = at_print and self.sync_clock()
                 if at_print:
                     loss = flush()
                     now = time.perf_counter()
@@ -347,7 +391,9 @@ class _Run:
                 if stopping:
                     result.interrupted = True
                     break
-                if step % cfg.eval_val_every == 0 or step == self.max_iters:
+                if self.samples is not None and step % cfg.sample_every == 0:
+                    self.samples.write(self.model, step, loss, self.elapsed())
+                if step % cfg.eval_val_every == 0 or step == self.max_iters or out_of_time:
                     val = None
                     if self.val_batches is not None:
                         val = evaluate(self.model, self.val_batches, cfg, self.device, info, stop)
@@ -367,5 +413,5 @@ class _Run:
         if result.interrupted:
             result.stop_signal = stop.signum
             result.checkpoint = self.save(None)
-        result.step = self.step
+        result.step, result.elapsed_s, result.out_of_time = self.step, self.elapsed(), out_of_time
         return result

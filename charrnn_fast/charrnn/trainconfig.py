@@ -17,6 +17,7 @@ from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.model import MODELS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
+LR_SCHEDULES = ("cosine", "char-rnn")
 DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 # Changing these on --resume would silently train a different model or data stream.
@@ -41,24 +42,29 @@ class TrainConfig:
     val_frac: float = 0.05
     # model
     model: str = "lstm"
-    rnn_size: int = 128
+    rnn_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
-    embedding_dim: int = 0
+    embedding_dim: int = 64
     backend: str = "auto"
     # optimisation
     optimizer: str = "adam"
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     learning_rate_decay: float = 0.97
     learning_rate_decay_after: int = 10
+    lr_schedule: str = "cosine"
+    warmup_iters: int = 100
+    min_lr_frac: float = 0.1
     decay_rate: float = 0.95
     weight_decay: float = 0.0
-    grad_clip: float = 5.0
+    grad_clip: float = 1.0
     grad_clip_mode: str = "norm"
-    seq_length: int = 50
-    batch_size: int = 50
+    seq_length: int = 64
+    batch_size: int = 64
+    reset_prob: float = 0.02
     max_epochs: float = 50.0
     max_iters: int = 0
+    max_time: float = 345.0
     # run control
     init_from: str = ""
     resume: bool = False
@@ -67,6 +73,8 @@ class TrainConfig:
     print_every: int = 10
     eval_val_every: int = 1000
     eval_max_batches: int = 0
+    sample_every: int = 0
+    sample_length: int = 200
     device: str = "auto"
     dtype: str = "float32"
     progress: bool = True
@@ -91,7 +99,20 @@ class TrainConfig:
                 "--learning_rate must be > 0",
             ),
             (0 < self.learning_rate_decay <= 1, "--learning_rate_decay must be in (0, 1]"),
+            (
+                self.lr_schedule in LR_SCHEDULES,
+                f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}",
+            ),
+            (self.warmup_iters >= 0, "--warmup_iters must be >= 0"),
+            (0 <= self.min_lr_frac <= 1, "--min_lr_frac must be in [0, 1]"),
+            (
+                self.max_time >= 0 and math.isfinite(self.max_time),
+                "--max_time must be >= 0 seconds (0 = no limit)",
+            ),
+            (self.sample_every >= 0, "--sample_every must be >= 0 (0 = off)"),
+            (self.sample_length >= 1, "--sample_length must be >= 1"),
             (self.grad_clip >= 0, "--grad_clip must be >= 0 (0 = no clipping)"),
+            (0 <= self.reset_prob <= 1, "--reset_prob must be in [0, 1]"),
             (self.max_epochs > 0 or self.max_iters > 0, "--max_epochs or --max_iters must be > 0"),
             (self.max_iters >= 0, "--max_iters must be >= 0"),
             (
@@ -126,14 +147,24 @@ HELP = {
     "learning_rate": "initial learning rate",
     "learning_rate_decay": "multiply the learning rate by this after each epoch ...",
     "learning_rate_decay_after": "... once this many epochs are complete",
+    "lr_schedule": "char-rnn: the two options above; cosine: from learning_rate down to "
+    "learning_rate*min_lr_frac over the run (its steps or --max_time, whichever ends first)",
+    "warmup_iters": "raise the learning rate linearly over the first N steps",
+    "min_lr_frac": "cosine: final learning rate as a fraction of the initial one",
     "decay_rate": "RMSProp smoothing constant (alpha)",
     "weight_decay": "weight decay (AdamW: decoupled)",
     "grad_clip": "clip gradients at this value (0 = off)",
     "grad_clip_mode": "norm: total gradient norm; value: each element (char-rnn's)",
     "seq_length": "time steps per chunk (truncated BPTT length)",
     "batch_size": "row streams per batch (over all processes)",
+    "reset_prob": "chance per chunk that a row's carried state restarts from zero, so "
+    "that the model learns to start from nothing as validation and sampling do "
+    "(0 = only at epoch starts, as char-rnn)",
     "max_epochs": "epochs to train (used when --max_iters is 0)",
     "max_iters": "total optimisation steps (overrides --max_epochs)",
+    "max_time": "stop after this many seconds of training wall time, over all resumes "
+    "(periodic validation included, the final one not; 0 = no limit); off when "
+    "--max_iters or --max_epochs is given without it",
     "init_from": "start from this checkpoint's weights (new optimiser, step 0)",
     "resume": "continue exactly from CHECKPOINT_DIR/last.pt",
     "overwrite": "start a new run even if CHECKPOINT_DIR already has one",
@@ -141,6 +172,8 @@ HELP = {
     "print_every": "update the loss display and log.csv every N steps",
     "eval_val_every": "validate and checkpoint every N steps (and at the end)",
     "eval_max_batches": "validate on at most N chunks (0 = the whole val split)",
+    "sample_every": "write a short sample every N steps to CHECKPOINT_DIR/samples.html (0 = off)",
+    "sample_length": "characters per --sample_every sample",
     "device": "auto, cpu, cuda or cuda:N",
     "dtype": "float32, or bfloat16 autocast",
     "progress": "show a progress bar",
@@ -152,6 +185,7 @@ CHOICES = {
     "dtype": DTYPES,
     "backend": BACKENDS,
     "grad_clip_mode": ("norm", "value"),
+    "lr_schedule": LR_SCHEDULES,
 }
 
 
@@ -200,6 +234,10 @@ def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:
     if stored is not None:
         _refuse_changes(given, base, FIXED_ON_RESUME, "--resume")
     merged = {**base, **given}
+    # A run length asked for in steps or epochs is meant in full: the default time
+    # budget steps aside (an explicit --max_time still applies).
+    if ("max_iters" in given or "max_epochs" in given) and "max_time" not in given:
+        merged["max_time"] = 0.0
     if stored is not None:
         merged["resume"], merged["init_from"] = True, ""
     return TrainConfig(**merged).validate()

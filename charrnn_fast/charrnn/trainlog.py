@@ -26,6 +26,8 @@ class TrainLog:
         append: continue an existing log (resume) instead of starting a new one.
         keep_until: with `append`, the step of the checkpoint resumed from: rows
             past it, logged by a run killed before its next checkpoint, are dropped.
+        elapsed_offset: seconds the run trained before this session (resume), so
+            that elapsed_s keeps counting across sessions.
     """
 
     def __init__(
@@ -34,9 +36,10 @@ class TrainLog:
         enabled: bool = True,
         append: bool = False,
         keep_until: int | None = None,
+        elapsed_offset: float = 0.0,
     ) -> None:
         self.enabled = enabled
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() - elapsed_offset
         self.file = self.writer = self.tb = None
         if not enabled:
             return

@@ -14,14 +14,16 @@ state after its last byte. Without explicit cells, the K "most interesting" cell
 are those whose value varies most over the text (highest population variance,
 ties to the lower index): a cell stuck near one value says nothing about the text.
 
-Stepping one token at a time is slow but simple; this is for texts of a few
-thousand characters.
+The layers run over the whole text at once (see record_all_states), so texts
+of tens of thousands of characters take seconds; the HTML page and the PNG are
+meant for a few thousand.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import re
 import textwrap
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +39,11 @@ from charrnn_fast.charrnn.vocab import Vocab, text_to_symbols
 
 PNG_MAX_CHARS = 3000  # matplotlib draws one text object per character; beyond this it crawls
 PNG_COLUMNS = 100
+CELL_STYLE = (
+    "body{font-family:sans-serif;margin:2em}"
+    ".cell{font-family:monospace;white-space:pre-wrap;line-height:1.5;"
+    "border:1px solid #ccc;padding:.5em}.cell span.d{color:#fff}"
+)
 COLORS = ("#ff0000", "#ffffff", "#0000ff")  # -1, 0, +1 (HTML and PNG share this scale)
 
 
@@ -58,37 +65,99 @@ def quantity_of(model_type: str) -> str:
     return "tanh(c_t)" if model_type == "lstm" else "h_t"
 
 
-def read_text(arg: str) -> str:
-    """The text of a file (UTF-8) if `arg` names one, else `arg` itself."""
-    if os.path.isfile(arg):
+def looks_like_path(arg: str) -> bool:
+    """True for one word that reads as a file name: a folder part, or a name.ext
+    ending ('notes.txt', 'src/x.c', '~/a'); a sentence or a multi-line text is not."""
+    if not arg or any(ch.isspace() for ch in arg):
+        return False
+    return "/" in arg or os.sep in arg or arg.startswith("~") or bool(_FILE_NAME.match(arg))
+
+
+_FILE_NAME = re.compile(r"^[\w.-]+\.[A-Za-z][A-Za-z0-9]{0,5}$")
+
+
+def read_text(arg: str, literal: bool = False) -> str:
+    """What `--text ARG` means: the contents of file ARG when it exists; an error
+    when ARG looks like a file name but there is no such file (a typo would
+    otherwise be drawn as the text); else ARG itself. With `literal`, always ARG."""
+    if literal:
+        return arg
+    path = Path(arg).expanduser()
+    if path.is_file():
         try:
-            return Path(arg).read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise UserError(f"{arg}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        except OSError as e:
+            raise UserError(f"cannot read {arg}: {e.strerror or e}") from e
+    if path.is_dir():
+        raise UserError(f"--text {arg} is a folder, not a text file")
+    if looks_like_path(arg):
+        raise UserError(
+            f"--text {arg}: no such file (to use these characters as the text itself, "
+            "add --literal)"
+        )
     return arg
 
 
 @torch.no_grad()
-def record_states(model: CharRNN, vocab: Vocab, text: str, layer: int) -> Tensor:
-    """[len(text), rnn_size] values of `layer` after each character (the module
-    docstring says which state); raises VocabError for characters outside `vocab`."""
-    ids = vocab.encode(text)
-    device = next(model.parameters()).device
-    state = model.init_state(1, device)
-    lstm = model.model_type == "lstm"
-    rows = []
-    for i in ids:
-        _, state = model(torch.tensor([[i]], device=device), state)
-        s = state[1] if lstm else state[0]  # LSTM state is (h, c); GRU/RNN (h,)
-        rows.append(s[layer, 0])
-    values = torch.stack(rows).float().cpu()
-    if lstm:
-        values = torch.tanh(values)
+def record_all_states(model: CharRNN, vocab: Vocab, text: str) -> Tensor:
+    """[num_layers, len(text), rnn_size] values of every layer after each character
+    (the module docstring says which state); raises VocabError for characters
+    outside `vocab`.
+
+    Each layer runs over the whole text at once (torch.nn's module of the same
+    type, loaded with that layer's weights) instead of one model call per
+    character; an LSTM's cell state, which nn.LSTM does not return per step, is
+    rebuilt from the gates: with h_{t-1} known for every t, all gates come from
+    one matrix product, and c_t = f_t * c_{t-1} + i_t * g_t is a cheap scan.
+    """
+    ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+    w = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    if model.embed is not None:
+        x = w["embed.weight"][ids]
+    else:
+        x = torch.nn.functional.one_hot(ids, model.vocab_size).float()
+    H, layers = model.rnn_size, []
+    for layer in range(model.num_layers):
+        p = {n: w[f"rnn.{n}_l{layer}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[model.model_type]
+        rnn = cls(x.shape[1], H)
+        rnn.load_state_dict({f"{n}_l0": v for n, v in p.items()})
+        h = rnn(x[:, None])[0][:, 0]  # [T, H]
+        if model.model_type == "lstm":
+            h_prev = torch.cat([torch.zeros(1, H), h[:-1]])
+            gates = x @ p["weight_ih"].T + p["bias_ih"] + h_prev @ p["weight_hh"].T + p["bias_hh"]
+            i, f, g, _ = gates.double().chunk(4, dim=1)
+            i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
+            c, cs = torch.zeros(H, dtype=torch.float64), []
+            for t in range(len(h)):
+                c = f[t] * c + i[t] * g[t]
+                cs.append(c)
+            layers.append(torch.tanh(torch.stack(cs)).float())
+        else:
+            layers.append(h)
+        x = h  # the next layer reads this one's outputs (no dropout in eval)
+    values = torch.stack(layers)  # [L, tokens, H]
     if vocab.level == "byte":
         # One row per character: the state after the character's last byte.
         nbytes = torch.tensor([len(ch.encode("utf-8")) for ch in text])
-        values = values[torch.cumsum(nbytes, 0) - 1]
+        values = values[:, torch.cumsum(nbytes, 0) - 1]
     return values
+
+
+def record_states(model: CharRNN, vocab: Vocab, text: str, layer: int) -> Tensor:
+    """[len(text), rnn_size] values of `layer` after each character."""
+    return record_all_states(model, vocab, text)[layer]
+
+
+def drop_unknown(text: str, vocab: Vocab) -> str:
+    """`text` without the characters `vocab` cannot encode (at byte level, a
+    character goes when any of its bytes is unknown)."""
+    bad = set(vocab.unknown(text))
+    if not bad:
+        return text
+    return "".join(ch for ch in text if not bad & set(text_to_symbols(ch, vocab.level).tolist()))
 
 
 def cell_variance(values: Tensor) -> Tensor:
@@ -114,9 +183,7 @@ def render_html(text: str, values: Tensor, cells: list[int], note: str = "") -> 
     """A page with one block per cell, each character on its activation's colour."""
     parts = [
         '<!doctype html>\n<html><head><meta charset="utf-8"><title>charrnn-fast cells</title>',
-        "<style>body{font-family:sans-serif;margin:2em}"
-        ".cell{font-family:monospace;white-space:pre-wrap;line-height:1.5;"
-        "border:1px solid #ccc;padding:.5em}.cell span.d{color:#fff}</style></head><body>",
+        f"<style>{CELL_STYLE}</style></head><body>",
         "<h1>Cells firing over text</h1>",
         f"<p>{html.escape(note)}</p>" if note else "",
         "<p>Colour: red = -1, white = 0, blue = +1 (hover a character for its value);"
@@ -125,16 +192,22 @@ def render_html(text: str, values: Tensor, cells: list[int], note: str = "") -> 
     var = cell_variance(values)
     for c in cells:
         parts.append(f'<h2 id="cell-{c}">cell {c} (variance {float(var[c]):.4f})</h2>')
-        spans = []
-        for ch, v in zip(text, values[:, c].tolist()):
-            shown = "\u21b5\n" if ch == "\n" else html.escape(ch)
-            dark = ' class="d"' if abs(v) > 0.6 else ""  # white letters on strong colours
-            spans.append(
-                f'<span{dark} style="background:{cell_color(v)}" title="{v:+.3f}">{shown}</span>'
-            )
-        parts.append(f'<div class="cell" data-cell="{c}">{"".join(spans)}</div>')
+        parts.append(cell_block(text, values[:, c], f"{c}"))
     parts.append("</body></html>\n")
     return "\n".join(p for p in parts if p)
+
+
+def cell_block(text: str, values: Tensor, name: str) -> str:
+    """One cell's block: `text` with each character on its value's colour.
+    values: [len(text)] float, in [-1, 1]."""
+    spans = []
+    for ch, v in zip(text, values.tolist()):
+        shown = "\u21b5\n" if ch == "\n" else html.escape(ch)
+        dark = ' class="d"' if abs(v) > 0.6 else ""  # white letters on strong colours
+        spans.append(
+            f'<span{dark} style="background:{cell_color(v)}" title="{v:+.3f}">{shown}</span>'
+        )
+    return f'<div class="cell" data-cell="{html.escape(name)}">{"".join(spans)}</div>'
 
 
 def _grid(text: str) -> list[list[int]]:
@@ -151,10 +224,16 @@ def _grid(text: str) -> list[list[int]]:
 
 
 def render_png(
-    text: str, values: Tensor, cells: list[int], path: str | Path, note: str = ""
+    text: str,
+    values: Tensor,
+    cells: list[int],
+    path: str | Path,
+    note: str = "",
+    titles: list[str] | None = None,
 ) -> None:
     """The same picture as the HTML page, drawn with matplotlib (Agg) into a PNG;
-    only the first PNG_MAX_CHARS characters."""
+    only the first PNG_MAX_CHARS characters. values: [len(text), cells]; `titles`
+    name the panels (default "cell C")."""
     try:
         import matplotlib
 
@@ -177,7 +256,7 @@ def render_png(
         squeeze=False,
         layout="constrained",
     )
-    for ax, c in zip(axes[:, 0], cells):
+    for k, (ax, c) in enumerate(zip(axes[:, 0], cells)):
         grid = torch.full((len(rows), ncols), float("nan"))
         for y, row in enumerate(rows):
             grid[y, : len(row)] = values[row, c]
@@ -188,7 +267,7 @@ def render_png(
                 if not ch.isspace():
                     color = "white" if abs(float(values[i, c])) > 0.6 else "black"
                     ax.text(x, y, ch, ha="center", va="center", fontsize=7, color=color)
-        ax.set_title(f"cell {c}", fontsize=9, loc="left")
+        ax.set_title(titles[k] if titles else f"cell {c}", fontsize=9, loc="left")
         ax.set_xticks([])
         ax.set_yticks([])
     if note:
@@ -225,11 +304,8 @@ def visualize(
     if not -n <= layer < n:
         raise UserError(f"--layer must be in 0..{n - 1} (or -{n}..-1), got {layer}")
     layer %= n
-    if skip_unknown and (bad := set(vocab.unknown(text))):
-        # At byte level a character goes when any of its bytes is unknown.
-        text = "".join(
-            ch for ch in text if not bad & set(text_to_symbols(ch, vocab.level).tolist())
-        )
+    if skip_unknown:
+        text = drop_unknown(text, vocab)
     if not text:
         raise UserError("the text is empty")
     if cells is not None:

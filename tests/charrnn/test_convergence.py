@@ -75,6 +75,11 @@ def curve(data_dir: str, ckpt_dir: str, backend: str) -> list[float]:
         progress=False,
         tensorboard=False,
         learning_rate_decay=1.0,
+        lr_schedule="char-rnn",  # constant here, as in the float64 loop above
+        warmup_iters=0,
+        reset_prob=0.0,
+        embedding_dim=0,
+        max_time=0.0,
         **KW,
     )
     result = train(cfg)

@@ -14,7 +14,8 @@ import torch
 from charrnn_fast.charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_fast.charrnn.corpora import prepare
 from charrnn_fast.charrnn.errors import CheckpointError, UserError, VocabError
-from charrnn_fast.charrnn.train import learning_rate_at, train
+from charrnn_fast.charrnn.schedule import learning_rate_at
+from charrnn_fast.charrnn.train import train
 from charrnn_fast.charrnn.trainconfig import TrainConfig
 
 TEXT = (
@@ -48,7 +49,9 @@ def tiny(data_dir: str, ckpt_dir: Path, **kw) -> TrainConfig:
         learning_rate=1e-2,
         learning_rate_decay=0.5,
         learning_rate_decay_after=1,
+        lr_schedule="char-rnn",
         max_iters=12,
+        max_time=0.0,  # step-bounded: resumes bit-identically
         print_every=1,
         eval_val_every=4,
         device="cpu",

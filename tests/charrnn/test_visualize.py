@@ -36,6 +36,7 @@ def trained(root: Path, model: str = "lstm", num_layers: int = 2, level: str = "
         checkpoint_dir=str(root / "cv"),
         model=model,
         rnn_size=16,
+        embedding_dim=0,  # reference_tanh_c feeds one-hot vectors
         num_layers=num_layers,
         batch_size=4,
         seq_length=16,
@@ -243,3 +244,22 @@ def test_colour_scale():
         "#0000ff",
         "#0000ff",
     ]
+
+
+@pytest.mark.parametrize("arg", ["pasage.txt", "texts/passage", "~/notes.md", "./x"])
+def test_a_missing_file_name_is_an_error_not_the_text(lstm_ckpt, tmp_path, capsys, arg):
+    code, _, err = run([str(lstm_ckpt), "--text", arg, "--out", str(tmp_path / "c.html")], capsys)
+    assert code == 2 and "no such file" in err and "--literal" in err
+    assert not (tmp_path / "c.html").exists()
+
+
+def test_text_that_is_not_a_file_name_is_drawn(lstm_ckpt, tmp_path, capsys):
+    out = tmp_path / "c.html"
+    for argv in (["--text", "the cat sat."], ["--text", "cat.dog", "--literal"]):
+        code, stdout, err = run([str(lstm_ckpt), *argv, "--out", str(out)], capsys)
+        assert code == 0, err
+        shown = "".join(ch for _, _, ch in next(iter(blocks(out.read_text("utf-8")).values())))
+        assert shown == argv[1]
+    (tmp_path / "d").mkdir()
+    code, _, err = run([str(lstm_ckpt), "--text", str(tmp_path / "d"), "--out", str(out)], capsys)
+    assert code == 2 and "is a folder" in err

@@ -1,0 +1,317 @@
+"""The blog's experiments as `charrnn-fast` subcommands: eval, plot, cells,
+guesses, temperatures, compare. cli.py registers them with `add_commands` and
+dispatches through `HANDLERS`; each handler imports its module lazily so that
+`charrnn-fast --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+
+CKPT_HELP = "checkpoint file, or folder (best.pt, else last.pt)"
+
+
+def _text_args(p: argparse.ArgumentParser, default_what: str) -> None:
+    p.add_argument(
+        "--text",
+        help="a UTF-8 file, or the text itself; a missing file name is an error "
+        f"(default: {default_what})",
+    )
+    p.add_argument(
+        "--literal", action="store_true", help="--text is the text itself, never a file name"
+    )
+    p.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="without --text: characters taken from the run's validation split",
+    )
+    p.add_argument(
+        "--skip_unknown",
+        "--skip-unknown",
+        action="store_true",
+        help="drop text characters that are not in the vocabulary",
+    )
+
+
+def add_commands(sub) -> None:
+    """Add the subcommands to `sub` (argparse subparsers of the main parser)."""
+    e = sub.add_parser(
+        "eval",
+        help="loss (nats, bits per char) on the validation and test splits",
+        description="Mean loss per token of a checkpoint on its run's validation and "
+        "test splits (the test split is used nowhere else), in nats and bits; "
+        "--novel N also samples N lines and counts those that are new.",
+    )
+    e.add_argument("checkpoint", help=CKPT_HELP)
+    e.add_argument("--data_dir", "--data-dir", help="prepared data (default: the run's)")
+    e.add_argument("--batch_size", "--batch-size", type=int, default=32, help="row streams")
+    e.add_argument("--seq_length", "--seq-length", type=int, default=256, help="chunk length")
+    e.add_argument("--novel", type=int, default=0, help="sample N lines, report how many are new")
+    e.add_argument("-t", "--temperature", type=float, default=1.0, help="for --novel")
+    e.add_argument("--seed", type=int, default=1, help="for --novel")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+
+    p = sub.add_parser(
+        "plot",
+        help="training and validation curves of runs (PNG)",
+        description="Draw the train (thin) and validation (thick) loss curves of one "
+        "or more runs from their log.csv into one PNG.",
+    )
+    p.add_argument("runs", nargs="+", metavar="CHECKPOINT_DIR", help="run folders")
+    p.add_argument("--out", default="curves.png", help="PNG file (default curves.png)")
+    p.add_argument("--x", choices=("step", "epoch", "time"), default="step", help="x axis")
+    p.add_argument("--labels", nargs="+", help="one legend label per run")
+    p.add_argument("--title", default="", help="plot title")
+    p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y axis range")
+
+    c = sub.add_parser(
+        "cells",
+        help="find interpretable cells: score every cell against text features",
+        description="Score every cell of every layer against features of the text "
+        "(in_quote, line_position, bracket_depth, indent_depth, in_comment, "
+        "word_start, and --feature NAME=REGEX) by Pearson correlation; report the "
+        "best cells per feature and draw the best one of each (HTML, PNG).",
+    )
+    c.add_argument("checkpoint", help=CKPT_HELP)
+    _text_args(c, "5000 characters of the validation split")
+    c.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME=REGEX",
+        help="a feature that is 1 inside matches of REGEX (repeatable)",
+    )
+    c.add_argument("--only", nargs="+", metavar="FEATURE", help="score only these built-ins")
+    c.add_argument("--top", type=int, default=3, help="cells reported per feature")
+    c.add_argument("--out", default="cells_found.html", help="HTML page")
+    c.add_argument("--png", help="also draw a PNG (first 3000 characters)")
+
+    g = sub.add_parser(
+        "guesses",
+        help="the model's probability and top guesses for each character (HTML)",
+        description="Colour each character of a text by the probability the model "
+        "gave it, with the model's top guesses beneath (the blog's figure).",
+    )
+    g.add_argument("checkpoint", help=CKPT_HELP)
+    _text_args(g, "600 characters of the validation split")
+    g.add_argument("--top", type=int, default=5, help="guesses per character")
+    g.add_argument("--out", default="guesses.html", help="HTML page")
+
+    t = sub.add_parser(
+        "temperatures",
+        help="sample one prime at several temperatures, side by side",
+        description="The same prime and seed sampled at several temperatures; "
+        "printed, and written side by side to an HTML page.",
+    )
+    t.add_argument("checkpoint", help=CKPT_HELP)
+    t.add_argument(
+        "-t",
+        "--temperatures",
+        type=float,
+        nargs="+",
+        default=[0.2, 0.5, 0.8, 1.0, 1.3],
+        help="temperatures (default 0.2 0.5 0.8 1.0 1.3)",
+    )
+    t.add_argument("-n", "--length", type=int, default=400, help="characters per sample")
+    t.add_argument("--prime", default="", help="text to start from")
+    t.add_argument("--seed", type=int, default=1, help="the same seed for every temperature")
+    t.add_argument("--skip_unknown", "--skip-unknown", action="store_true")
+    t.add_argument("--out", default="temperatures.html", help="HTML page")
+    t.add_argument("--device", default="cpu")
+
+    m = sub.add_parser(
+        "compare",
+        help="vanilla RNN vs GRU vs LSTM at equal parameter counts, several seeds",
+        description="Train each model type at the hidden size closest to --params "
+        "parameters, once per seed, for the same steps on the same data; plot the "
+        "validation curves (mean, min-max band) and tabulate the final losses.",
+    )
+    m.add_argument("--data_dir", "--data-dir", required=True)
+    m.add_argument("--out_dir", "--out-dir", default="cv/compare", help="runs and report")
+    m.add_argument("--models", nargs="+", default=["rnn", "gru", "lstm"])
+    m.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    m.add_argument("--params", type=int, default=200_000, help="parameter budget per model")
+    m.add_argument("--num_layers", "--num-layers", type=int, default=2)
+    m.add_argument("--embedding_dim", "--embedding-dim", type=int, default=0)
+    m.add_argument("--max_iters", "--max-iters", type=int, default=2000)
+    m.add_argument("--batch_size", "--batch-size", type=int, default=50)
+    m.add_argument("--seq_length", "--seq-length", type=int, default=50)
+    m.add_argument("--learning_rate", "--learning-rate", type=float, default=2e-3)
+    m.add_argument(
+        "--lr_schedule", "--lr-schedule", choices=("cosine", "char-rnn"), default="cosine"
+    )
+    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--reset_prob", "--reset-prob", type=float, default=0.0)
+    m.add_argument("--grad_clip", "--grad-clip", type=float, default=5.0)
+    m.add_argument("--eval_val_every", "--eval-val-every", type=int, default=250)
+    m.add_argument("--eval_max_batches", "--eval-max-batches", type=int, default=0)
+    m.add_argument("--device", default="cpu")
+
+
+def _text(args: argparse.Namespace, default_length: int):
+    """The --text argument resolved (None: take the validation split)."""
+    from charrnn_fast.charrnn.errors import UserError
+    from charrnn_fast.charrnn.visualize import read_text
+
+    if args.length is not None and args.length < 2:
+        raise UserError(f"--length must be >= 2 (got {args.length})")
+    if args.text is None:
+        return None, args.length or default_length
+    return read_text(args.text, args.literal), None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.evaluate import evaluate_checkpoint, novelty
+
+    ckpt, losses = evaluate_checkpoint(
+        args.checkpoint, args.data_dir, args.batch_size, args.seq_length, args.device
+    )
+    cfg = ckpt["config"]
+    unit = "bits/byte" if ckpt["vocab"]["level"] == "byte" else "bits/char"
+    print(
+        f"{ckpt['path']} (step {ckpt['step']}), data {args.data_dir or cfg['data_dir']}, "
+        f"splits train {cfg['train_frac']:g} / val {cfg['val_frac']:g} / test rest"
+    )
+    print(f"{'split':<6} {'tokens':>11} {'loss (nats)':>12} {unit:>10}")
+    for s in losses:
+        print(f"{s.split:<6} {s.tokens:>11,} {s.nats:>12.4f} {s.bits:>10.4f}")
+    if not losses:
+        print("no validation or test split (train_frac + val_frac = 1 and val_frac 0)")
+    elif not any(s.split == "test" for s in losses):
+        print("test: empty split (train_frac + val_frac = 1)")
+    if args.novel:
+        nov = novelty(
+            args.checkpoint, args.novel, args.temperature, args.seed, args.data_dir, args.device
+        )
+        n = len(nov.lines)
+        print(
+            f"novel: {nov.new_vs_train} of {n} sampled lines ({100 * nov.fraction(nov.new_vs_train):.1f}%) "
+            f"are not in the training split; {nov.new_vs_corpus} "
+            f"({100 * nov.fraction(nov.new_vs_corpus):.1f}%) are nowhere in the corpus"
+        )
+        print("examples: " + ", ".join(nov.lines[:20]))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.plot import plot_runs
+
+    logs = plot_runs(args.runs, args.out, args.x, args.labels, args.title, args.ylim)
+    for log in logs:
+        best = f"{log.best_val:.4f}" if log.best_val is not None else "-"
+        last = f"{log.last_val:.4f}" if log.last_val is not None else "-"
+        steps = int(max(log.train.get("step") or log.val.get("step") or [0]))
+        print(f"{log.name}: {steps} steps, last val {last}, best val {best}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cells(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.cells import cells
+
+    text, length = _text(args, 5000)
+    r = cells(
+        args.checkpoint,
+        text,
+        args.feature,
+        args.only,
+        args.top,
+        args.out,
+        args.png,
+        length or 0,
+        args.skip_unknown,
+    )
+    print(
+        f"{r.model_type}: {r.values.shape[0]} layers x {r.values.shape[2]} cells, {len(r.text)} characters"
+    )
+    for name, ms in r.matches.items():
+        best = "; ".join(f"layer {m.layer} cell {m.cell} r={m.r:+.3f}" for m in ms)
+        print(f"{name:<14} {best}")
+    if r.constant:
+        print("constant over this text (not scored): " + ", ".join(r.constant))
+    print("wrote " + ", ".join(str(p) for p in r.outputs))
+    return 0
+
+
+def _guesses(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.cells import split_text
+    from charrnn_fast.charrnn.guesses import guesses
+    from charrnn_fast.charrnn.sample import load_model
+
+    text, length = _text(args, 600)
+    if text is None:
+        _, vocab, ckpt = load_model(args.checkpoint)
+        text = split_text(ckpt, vocab, length)
+    r = guesses(args.checkpoint, text, args.top, args.out, args.skip_unknown)
+    print(
+        f"{len(r.guesses)} characters: {r.bits_per_char:.3f} bits per character, "
+        f"first guess right {100 * r.top1:.1f}%"
+    )
+    print("wrote " + ", ".join(str(p) for p in r.outputs))
+    return 0
+
+
+def _temperatures(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.temperatures import sweep, write_sweep
+
+    samples = sweep(
+        args.checkpoint,
+        args.temperatures,
+        args.length,
+        args.prime,
+        args.seed,
+        args.skip_unknown,
+        args.device,
+    )
+    for t, text in samples:
+        print(f"=== temperature {t:g} ===\n{text}\n")
+    note = f"{args.checkpoint}, prime {args.prime!r}, seed {args.seed}, {args.length} characters"
+    write_sweep(samples, args.out, note)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.compare import compare
+    from charrnn_fast.charrnn.trainconfig import TrainConfig
+
+    base = TrainConfig(
+        data_dir=args.data_dir,
+        num_layers=args.num_layers,
+        embedding_dim=args.embedding_dim,
+        max_iters=args.max_iters,
+        max_time=0.0,
+        batch_size=args.batch_size,
+        seq_length=args.seq_length,
+        learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
+        dropout=args.dropout,
+        reset_prob=args.reset_prob,
+        grad_clip=args.grad_clip,
+        eval_val_every=args.eval_val_every,
+        eval_max_batches=args.eval_max_batches,
+        device=args.device,
+        progress=False,
+        tensorboard=False,
+        print_every=50,
+    ).validate()
+    arms = compare(base, args.out_dir, args.models, args.seeds, args.params)
+    for a in arms:
+        s = a.summary()
+        print(
+            f"{s['model']:<5} H={s['rnn_size']:<4} {s['params']:>9,} params: final val "
+            f"{s['val_mean']:.4f} +- {s['val_std']:.4f} (min {s['val_min']:.4f}, "
+            f"max {s['val_max']:.4f}) over {s['seeds']} seeds, {s['seconds_mean']:.0f} s/run"
+        )
+    print(f"wrote {args.out_dir}/compare.md, compare.json, compare.png")
+    return 0
+
+
+HANDLERS = {
+    "eval": _eval,
+    "plot": _plot,
+    "cells": _cells,
+    "guesses": _guesses,
+    "temperatures": _temperatures,
+    "compare": _compare,
+}
