@@ -8,8 +8,23 @@ compiled or interpreted.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+from torch import Tensor
+
+
+def forward_outputs(gx: Tensor, c0: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The op contract's forward outputs for gx[T,B,4H], c0[B,H], allocated for
+    every Triton path: y[T,B,H], c_all[T+1,B,H] fp32 with c_all[0] = c0, and
+    gates[T,B,4H] (shape [0] when not training)."""
+    T, B, G = gx.shape
+    H = G // 4
+    y = gx.new_empty((T, B, H))
+    c_all = gx.new_empty((T + 1, B, H), dtype=torch.float32)
+    c_all[0].copy_(c0)
+    gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
+    return y, c_all, gates
 
 
 @triton.jit

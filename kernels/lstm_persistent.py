@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from charrnn_fast.kernels.lstm_common import grid_barrier, mm, tanh, to_dtype
+from charrnn_fast.kernels.lstm_common import forward_outputs, grid_barrier, mm, tanh, to_dtype
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -288,10 +288,7 @@ def forward(
     """
     T, B, G = gx.shape
     H = G // 4
-    y = gx.new_empty((T, B, H))
-    c_all = gx.new_empty((T + 1, B, H), dtype=torch.float32)
-    c_all[0].copy_(c0)
-    gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
+    y, c_all, gates = forward_outputs(gx, c0, training)
     if T * B == 0:
         return y, c_all, gates
     grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))

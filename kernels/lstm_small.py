@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from charrnn_fast.kernels.lstm_common import mm, tanh, to_dtype
+from charrnn_fast.kernels.lstm_common import forward_outputs, mm, tanh, to_dtype
 
 # Fixed at import, like @triton.jit itself (see lstm_common.py).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -190,10 +190,7 @@ def forward(
     """
     T, B, G = gx.shape
     H = G // 4
-    y = gx.new_empty((T, B, H))
-    c_all = gx.new_empty((T + 1, B, H), dtype=torch.float32)
-    c_all[0].copy_(c0)
-    gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
+    y, c_all, gates = forward_outputs(gx, c0, training)
     if T * B == 0:
         return y, c_all, gates
     _fwd_kernel[(triton.cdiv(B, block_b),)](

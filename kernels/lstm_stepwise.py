@@ -20,6 +20,7 @@ import torch
 import triton
 from torch import Tensor
 
+from charrnn_fast.kernels.lstm_common import forward_outputs
 from charrnn_fast.kernels.lstm_persistent import INTERPRET, _bwd_kernel, _fwd_kernel
 
 
@@ -40,10 +41,7 @@ def forward(
     gates[T,B,4H] (empty when not training). T launches."""
     T, B, G = gx.shape
     H = G // 4
-    y = gx.new_empty((T, B, H))
-    c_all = gx.new_empty((T + 1, B, H), dtype=torch.float32)
-    c_all[0].copy_(c0)
-    gates = gx.new_empty((T, B, G)) if training else gx.new_empty((0,))
+    y, c_all, gates = forward_outputs(gx, c0, training)
     grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
     unused = torch.zeros(1, dtype=torch.int32, device=gx.device)  # no barrier counter
     for t in range(T if B > 0 else 0):
