@@ -7,9 +7,17 @@ the reference backend works, and `load_error()` says why the others do not.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from charrnn_fast.contract import acc_dtype
+
+# Read by csrc/cpu/fused.cpp when _C loads: run narrower CPU kernels than the
+# CPU allows (the tests use it to cover the AVX2 and general paths).
+_ISA = os.environ.get("CHARRNN_FAST_CPU_ISA", "auto")
+if _ISA not in ("auto", "avx512", "avx2", "none"):
+    raise ValueError(f"CHARRNN_FAST_CPU_ISA must be auto, avx512, avx2 or none, got {_ISA!r}")
 
 _error: str | None = None
 try:

@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace charrnn_fast::cpu {
@@ -19,8 +21,16 @@ extern const FusedKernels kKernels;
 const FusedKernels* fused_kernels() {
   static const FusedKernels* chosen = []() -> const FusedKernels* {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
+    // CHARRNN_FAST_CPU_ISA=avx2 or =none takes a narrower path than the CPU
+    // allows, read once at load: how the tests run the AVX2 kernels and the
+    // general path on an AVX-512 machine.
+    // (charrnn_fast/_ops.py refuses other values before loading us.)
+    const char* env = std::getenv("CHARRNN_FAST_CPU_ISA");
+    const std::string want = env == nullptr ? "auto" : env;
+    if (want == "none") return nullptr;
+    if (want != "avx2" && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw")) {
       return &avx512::kKernels;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::kKernels;
@@ -94,7 +104,7 @@ at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b
   const int64_t tiles = (M + k.tn_rows - 1) / k.tn_rows;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
     const int64_t m0 = t0 * k.tn_rows, m1 = t1 * k.tn_rows < M ? t1 * k.tn_rows : M;
-    std::vector<float> scratch(k.tn_chunk * (m1 - m0 + k.tn_rows + k.tn_cols));
+    std::vector<float> scratch(k.tn_chunk * k.tn_cols);
     k.gemm_tn(g, m0, m1, scratch.data());
   });
   return out;

@@ -68,7 +68,7 @@ struct FusedKernels {
   int tn_rows;  // gemm_tn's row tile: split its rows in multiples of this
   void (*lstm_step)(const LstmStepArgs&);
   void (*gemm)(const GemmArgs&);
-  // scratch: tn_chunk * (m1 - m0 + tn_rows + tn_cols) floats
+  // scratch: tn_chunk * tn_cols floats (a panel of B)
   void (*gemm_tn)(const GemmTnArgs&, int64_t m0, int64_t m1, float* scratch);
   int64_t tn_chunk, tn_cols;
 };

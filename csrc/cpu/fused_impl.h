@@ -57,7 +57,7 @@ FUSED_INLINE void store_n(float* p, vf v, int64_t n) {
 }
 
 // exp, sigmoid and tanh as in pointwise.h (same constants, same rounding
-// steps), on whole vectors.
+// steps), on whole vectors, but for the reciprocal (vrecip).
 FUSED_INLINE vf vexp(vf x) {
   x = x > splat(88.0f) ? splat(88.0f) : x;
   x = x < splat(-87.0f) ? splat(-87.0f) : x;
@@ -76,7 +76,20 @@ FUSED_INLINE vf vexp(vf x) {
   return p * (vf)((ni + 127) << 23);
 }
 
-FUSED_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+// 1 / d for d >= 1 (the denominators below): the hardware estimate (14 bits
+// with AVX-512, 12 with AVX2) refined by one Newton step to ~23 bits. Three
+// pipelined instructions where a division issues only every few cycles: five
+// divisions per unit were most of the cost of the step's pointwise update.
+FUSED_INLINE vf vrecip(vf d) {
+#if FUSED_VW == 16
+  const vf r = __builtin_ia32_rcp14ps512_mask(d, vf{}, (unsigned short)0xFFFF);
+#else
+  const vf r = __builtin_ia32_rcpps256(d);
+#endif
+  return r + r * (1.0f - d * r);
+}
+
+FUSED_INLINE vf vsigmoid(vf x) { return vrecip(1.0f + vexp(-x)); }
 FUSED_INLINE vf vtanh(vf x) { return 2.0f * vsigmoid(2.0f * x) - 1.0f; }
 
 // MR rows x NB unit blocks of the forward step, blocks jb .. jb+NB-1.
@@ -122,12 +135,18 @@ FUSED_INLINE void step_tile(const LstmStepArgs& s, int64_t r0, int64_t jb) {
   }
 }
 
+// Unit blocks per forward tile of MR rows. Few rows leave too few independent
+// accumulators per block to hide the FMA latency: then take several blocks.
+constexpr int step_nb(int MR) {
+  return VW == 16 ? (MR == 1 ? 4 : (MR == 2 ? 2 : 1)) : (MR == 1 ? 2 : 1);
+}
+
 // Rows [r0, r1) on unit blocks [jb0, jb1) with the widest tile that fits.
 template <int MR>
 FUSED_INLINE void step_rows(const LstmStepArgs& s, int64_t r0, int64_t jb0, int64_t jb1) {
   // Few rows leave too few independent accumulators per block to hide the
   // FMA latency: then take several unit blocks per tile instead.
-  constexpr int NB = VW == 16 ? (MR == 1 ? 4 : (MR == 2 ? 2 : 1)) : (MR == 1 ? 2 : 1);
+  constexpr int NB = step_nb(MR);
   int64_t jb = jb0;
   for (; jb + NB <= jb1; jb += NB) step_tile<MR, NB>(s, r0, jb);
   for (; jb < jb1; ++jb) step_tile<MR, 1>(s, r0, jb);
@@ -152,12 +171,21 @@ FUSED_INLINE int64_t balanced_tile(int64_t left, const F& f) {
   return mr;
 }
 
+// Unit blocks outermost, row tiles inside: the panel of one tile's blocks (K
+// x 4 x VW floats each, 32 KB at K = 128 with AVX-512) then comes from memory
+// once per step and from L1/L2 for every row tile; with rows outermost each
+// row tile streamed all of W (256 KB at H = 128, 4 MB at H = 512).
 void lstm_step(const LstmStepArgs& s) {
   const int64_t jb1 = s.jb1 < 0 ? (s.H + VW - 1) / VW : s.jb1;
-  for (int64_t r = 0; r < s.rows;) {
-    r += balanced_tile<kStepRows>(s.rows - r, [&](auto mr) {
-      step_rows<decltype(mr)::value>(s, r, s.jb0, jb1);
-    });
+  int64_t chunk = 1;  // blocks per pass: the widest tile of the first (tallest) row tile
+  balanced_tile<kStepRows>(s.rows, [&](auto mr) { chunk = step_nb(decltype(mr)::value); });
+  for (int64_t jb = s.jb0; jb < jb1; jb += chunk) {
+    const int64_t je = jb + chunk < jb1 ? jb + chunk : jb1;
+    for (int64_t r = 0; r < s.rows;) {
+      r += balanced_tile<kStepRows>(s.rows - r, [&](auto mr) {
+        step_rows<decltype(mr)::value>(s, r, jb, je);
+      });
+    }
   }
 }
 
@@ -187,41 +215,58 @@ FUSED_INLINE void gemm_tile(const GemmArgs& g, int64_t r0, int64_t jb) {
   }
 }
 
+constexpr int gemm_nb(int MR) { return VW == 16 ? (MR >= 3 ? 4 : 8) : (MR >= 3 ? 2 : 4); }
+constexpr int kGemmRows = VW == 16 ? 6 : 3;
+
 template <int MR>
 FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t jb0, int64_t jb1) {
-  constexpr int NB = VW == 16 ? (MR >= 3 ? 4 : 8) : (MR >= 3 ? 2 : 4);
+  constexpr int NB = gemm_nb(MR);
   int64_t jb = jb0;
   for (; jb + NB <= jb1; jb += NB) gemm_tile<MR, NB>(g, r0, jb);
   for (; jb < jb1; ++jb) gemm_tile<MR, 1>(g, r0, jb);
 }
 
+// Column blocks outermost, as in lstm_step: one pass's panel is read from
+// memory once and from cache by every row tile.
 void gemm(const GemmArgs& g) {
   const int64_t jb1 = g.jb1 < 0 ? (g.N + VW - 1) / VW : g.jb1;
-  for (int64_t r = 0; r < g.rows;) {
-    r += balanced_tile<VW == 16 ? 6 : 3>(g.rows - r, [&](auto mr) {
-      gemm_rows<decltype(mr)::value>(g, r, g.jb0, jb1);
-    });
+  int64_t chunk = 1;
+  balanced_tile<kGemmRows>(g.rows, [&](auto mr) { chunk = gemm_nb(decltype(mr)::value); });
+  for (int64_t jb = g.jb0; jb < jb1; jb += chunk) {
+    const int64_t je = jb + chunk < jb1 ? jb + chunk : jb1;
+    for (int64_t r = 0; r < g.rows;) {
+      r += balanced_tile<kGemmRows>(g.rows - r, [&](auto mr) {
+        gemm_rows<decltype(mr)::value>(g, r, jb, je);
+      });
+    }
   }
 }
 
 constexpr int kTnRows = VW == 16 ? 6 : 3;
 constexpr int64_t kTnChunk = 128;                     // k per pass: the packed B panel stays in L1
 constexpr int64_t kTnCols = (VW == 16 ? 4 : 2) * VW;  // columns per packed B panel
+constexpr int64_t kTnMBlock = 64 * kTnRows;           // output rows per pass over B
 
 // kTnRows output rows (`valid` of them real) x NB column blocks of out = A^T B
-// over one k chunk. ap: this tile's rows of A packed k-major (kTnRows per k).
-template <int NB>
-FUSED_INLINE void tn_tile(const GemmTnArgs& g, const float* ap, const float* bp, int64_t m0,
+// over one k chunk. a: A at (k0, m0), read in place: the tile's kTnRows
+// broadcasts at step k are consecutive floats of row k. Packing A instead
+// cost a scalar copy per element for every column group, i.e. as much as a
+// quarter of the FMAs when N is small (dW_hh: N = H). bp: B's panel [kc, NB * VW].
+template <int NB, bool Full>
+FUSED_INLINE void tn_tile(const GemmTnArgs& g, const float* a, const float* bp, int64_t m0,
                           int valid, int64_t jb, bool add, int64_t kc) {
   constexpr int MR = kTnRows;
   vf acc[MR][NB];
   for (int m = 0; m < MR; ++m)
     for (int b = 0; b < NB; ++b) acc[m][b] = vf{};
-  for (int64_t k = 0; k < kc; ++k, bp += NB * VW, ap += MR) {
+  // A partial tile repeats its last real row: no read past the end of A.
+  int64_t off[MR];
+  for (int m = 0; m < MR; ++m) off[m] = Full ? m : (m < valid ? m : valid - 1);
+  for (int64_t k = 0; k < kc; ++k, bp += NB * VW, a += g.lda) {
     vf w[NB];
     for (int b = 0; b < NB; ++b) w[b] = load(bp + b * VW);
     for (int m = 0; m < MR; ++m) {
-      const vf x = splat(ap[m]);
+      const vf x = splat(a[Full ? m : off[m]]);
       for (int b = 0; b < NB; ++b) acc[m][b] += x * w[b];
     }
   }
@@ -237,35 +282,31 @@ FUSED_INLINE void tn_tile(const GemmTnArgs& g, const float* ap, const float* bp,
   }
 }
 
-// Output rows [m0, m1). scratch: kTnChunk * (m1 - m0 + kTnRows + kTnCols) floats.
+// Output rows [m0, m1). scratch: kTnChunk * kTnCols floats (B's panel).
 void gemm_tn(const GemmTnArgs& g, int64_t m0, int64_t m1, float* scratch) {
   constexpr int NB = VW == 16 ? 4 : 2;
-  const int64_t ntiles = (m1 - m0 + kTnRows - 1) / kTnRows;
-  float* bp = scratch + kTnChunk * ntiles * kTnRows;  // [kc, NB * VW]
+  float* bp = scratch;  // [kc, NB * VW]
   for (int64_t k0 = 0; k0 < g.K; k0 += kTnChunk) {
     const int64_t kc = g.K - k0 < kTnChunk ? g.K - k0 : kTnChunk;
-    // Pack A[k0:k0+kc, m0:m1] tile by tile, k-major, zero past m1: the tiles
-    // then read their broadcasts sequentially (the rows of A are far apart).
-    for (int64_t k = 0; k < kc; ++k) {
-      const float* arow = g.a + (k0 + k) * g.lda;
-      float* dst = scratch + k * kTnRows;
-      for (int64_t m = m0; m < m0 + ntiles * kTnRows; m += kTnRows, dst += kc * kTnRows) {
-        for (int r = 0; r < kTnRows; ++r) dst[r] = m + r < m1 ? arow[m + r] : 0.0f;
-      }
-    }
     const bool add = k0 > 0 || g.accumulate;
-    for (int64_t j0 = 0; j0 < g.N; j0 += NB * VW) {
-      // This column group of B, contiguous and zero-padded: read by every tile from L1.
-      for (int64_t k = 0; k < kc; ++k) {
-        const float* brow = g.b + (k0 + k) * g.ldb;
-        for (int64_t j = 0; j < NB * VW; ++j) {
-          bp[k * NB * VW + j] = j0 + j < g.N ? brow[j0 + j] : 0.0f;
+    const float* a = g.a + k0 * g.lda;
+    // Rows in blocks whose slice of A ([kc, kTnMBlock], 192 KB) stays in L2
+    // while every column group of B passes over it.
+    for (int64_t mb = m0; mb < m1; mb += kTnMBlock) {
+      const int64_t me = m1 - mb < kTnMBlock ? m1 : mb + kTnMBlock;
+      for (int64_t j0 = 0; j0 < g.N; j0 += NB * VW) {
+        // This column group of B, contiguous and zero-padded: read by every tile from L1.
+        for (int64_t k = 0; k < kc; ++k) {
+          const float* brow = g.b + (k0 + k) * g.ldb;
+          for (int64_t j = 0; j < NB * VW; ++j) {
+            bp[k * NB * VW + j] = j0 + j < g.N ? brow[j0 + j] : 0.0f;
+          }
         }
-      }
-      for (int64_t t = 0; t < ntiles; ++t) {
-        const int64_t m = m0 + t * kTnRows;
-        const int valid = m1 - m < kTnRows ? int(m1 - m) : kTnRows;
-        tn_tile<NB>(g, scratch + t * kc * kTnRows, bp, m, valid, j0 / VW, add, kc);
+        int64_t m = mb;
+        for (; m + kTnRows <= me; m += kTnRows) {
+          tn_tile<NB, true>(g, a + m, bp, m, kTnRows, j0 / VW, add, kc);
+        }
+        if (m < me) tn_tile<NB, false>(g, a + m, bp, m, int(me - m), j0 / VW, add, kc);
       }
     }
   }

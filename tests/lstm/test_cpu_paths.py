@@ -1,8 +1,10 @@
 """The CPU backend's paths: the fused fp32 kernels, the weight-gradient GEMM,
 the forward-only delegation to ATen, and a light import."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +123,33 @@ def test_forward_only_can_be_forced_onto_our_kernels(monkeypatch):
         got = ours(x)[0]
     assert not torch.equal(got, ref(x)[0])  # not the ATen result bit for bit ...
     torch.testing.assert_close(got, ref(x)[0], rtol=1e-5, atol=1e-6)  # ... but as close
+
+
+@pytest.mark.parametrize("isa,width", [("avx2", 8), ("none", 0)])
+def test_narrower_cpu_kernels_pass_the_same_checks(isa, width):
+    # This machine may take the AVX-512 kernels; CHARRNN_FAST_CPU_ISA makes the
+    # AVX2 kernels (or the general path) serve the same tests in a fresh process.
+    if _ops.cpu_vector_width() < max(width, 1):
+        pytest.skip(f"this CPU has no {isa} kernels wider than what already runs")
+    env = {**os.environ, "CHARRNN_FAST_CPU_ISA": isa}
+    code = "from charrnn_fast import _ops; print(_ops.cpu_vector_width())"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert int(got.stdout.strip()) == width
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         str(Path(__file__).with_name("test_generate.py")),
+         str(Path(__file__).with_name("test_cpu_backend.py")),
+         "-k", "not narrower and not bad_isa"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout
+
+
+def test_bad_isa_value_is_named():
+    env = {**os.environ, "CHARRNN_FAST_CPU_ISA": "sse9"}
+    got = subprocess.run([sys.executable, "-c", "import charrnn_fast"], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert got.returncode != 0
+    assert "CHARRNN_FAST_CPU_ISA must be auto, avx512, avx2 or none, got 'sse9'" in got.stderr
