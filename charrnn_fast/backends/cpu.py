@@ -9,9 +9,10 @@ The drop-in module must never be slower than the nn.LSTM it replaces, so
 float32 calls on the CPU go to ATen's fused LSTM (oneDNN's RNN primitive,
 exactly what nn.LSTM computes) where that was measured faster
 (bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
-gradient: inference, eval, sampling), and calls that need gradients except
-where our kernels win (`_ours_wins_training`: several threads, small H, and
-enough rows for every thread to own row tiles). A call that needs gradients in eval mode runs
+gradient: inference, eval, sampling: oneDNN's forward runs near the FMA peak),
+and calls that need gradients except where our kernels win
+(`_ours_wins_training`: H <= 512 and at least 12 rows per thread; oneDNN's
+backward costs more than twice its forward). A call that needs gradients in eval mode runs
 ATen with train=True and no dropout, so backward works as in training.
 torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
 CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
@@ -62,11 +63,11 @@ def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
 def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
     """Whether our kernels beat ATen's fused LSTM for a call that needs gradients,
     by the measurements in bench/results/ (see the module docstring)."""
-    # Per core our kernels are slower than oneDNN's (bench/results/*-1thread*); we win
-    # where threads own whole row tiles and never wait, while oneDNN's RNN meets
-    # at a barrier every step, which costs most at small H.
-    threads = torch.get_num_threads()
-    return threads >= 2 and H <= 256 and 12 * threads <= B
+    # Measured (bench/results/2026-12-01-cpu-*-interleaved*): ours 1.04-1.6x
+    # at H = 128 and 512 with 1 or 2 threads, 0.84-0.91x at H = 1024 (W_hh, 16
+    # MB, no longer fits in cache and oneDNN streams it better), 1.0x at B = 1.
+    # Each thread owns whole rows, so below ~12 rows per thread it idles.
+    return H <= 512 and 12 * torch.get_num_threads() <= B
 
 
 def aten_serves(
@@ -99,7 +100,7 @@ BACKEND = Backend(
     "fused C++ time loop (csrc/cpu/; fp32 kernels: "
     + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
     + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
-    "primitive) where it is faster: forward-only calls, and training calls unless "
-    "threads >= 2, H <= 256 and B >= 12 x threads",
+    "primitive) where it is faster: forward-only calls, and calls that need gradients "
+    "unless H <= 512 and B >= 12 x threads",
     project=_project,
 )
