@@ -3,10 +3,12 @@
 `lstm_lm_generate` runs the loop token -> embedding (or one-hot) -> LSTM layers
 -> linear head -> sampler -> next token for `steps` tokens. On the CPU in
 float32 it is one call into compiled code (torch.ops.charrnn_fast.
-lstm_lm_generate, csrc/cpu/generate.cpp); elsewhere (CUDA, other dtypes, a CPU
-without AVX2) the same loop runs here in PyTorch, one step at a time, with the
-same sampler, so both give the same tokens for the same seed up to rounding
-of the logits. The sampler's rule is written out in csrc/cpu/sampler.h.
+lstm_lm_generate, csrc/cpu/generate.cpp). On CUDA the loop is PyTorch ops,
+captured as a CUDA graph of GRAPH_CHUNK steps and replayed (one launch per
+chunk instead of ~10 per layer and step). Elsewhere (other dtypes, a CPU
+without AVX2) the same PyTorch loop runs one step at a time. All use the same
+sampler, so they give the same tokens for the same seed up to rounding of the
+logits. The sampler's rule is written out in csrc/cpu/sampler.h.
 Legend: L layers, B rows (independent streams), H hidden units, V vocabulary,
 E embedding size.
 """
@@ -43,7 +45,7 @@ def _mix(z: Tensor) -> Tensor:
     return z ^ _srl(z, 31)
 
 
-def uniform(seed: int, rows: Tensor, pos: int) -> Tensor:
+def uniform(seed: int, rows: Tensor, pos: int | Tensor) -> Tensor:
     """The sampler's u in [0, 1) for rows[B] (int64) at output position `pos`: float64 [B]."""
     s = _mix(torch.full_like(rows, _u64(seed % (1 << 64))))
     return _srl(_mix(_mix(s ^ rows) ^ pos), 11).double() * 2.0**-53
@@ -69,7 +71,7 @@ def pick(
     argmax: bool = False,
     seed: int = 0,
     rows: Tensor | None = None,
-    pos: int = 0,
+    pos: int | Tensor = 0,
 ) -> Tensor:
     """Next token ids [B] (int64) from logits [B, V] by the rule of csrc/cpu/sampler.h.
 
@@ -157,32 +159,109 @@ def lstm_lm_generate(
     )  # fmt: skip
 
 
+def _check_tokens(tokens: Tensor, vocab: int) -> None:
+    """ValueError naming the first token outside [0, vocab) (one host sync, once per call)."""
+    bad = ((tokens < 0) | (tokens >= vocab)).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(f"tokens[{i}] = {int(tokens[i])} is outside the vocabulary [0, {vocab})")
+
+
+def _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, pos):
+    """One token per row: feed cur[B] (int64), update the lists h, c of [B, H]
+    per layer in place, return the next tokens [B]. pos: int or int64 0-d tensor."""
+    L = len(h)
+    per = len(weights) // L
+    if embed is not None:
+        x = embed[cur]
+    else:  # one-hot by scatter: F.one_hot checks its values on the host (a sync)
+        x = h[0].new_zeros((cur.shape[0], head_w.shape[0])).scatter_(1, cur.unsqueeze(1), 1.0)
+    for layer in range(L):
+        w_ih, w_hh = weights[layer * per], weights[layer * per + 1]
+        pre = F.linear(x, w_ih) + F.linear(h[layer], w_hh)
+        if per == 4:
+            pre = pre + weights[layer * per + 2] + weights[layer * per + 3]
+        i, f, g, o = pre.float().chunk(4, dim=1)
+        cell = torch.sigmoid(f) * c[layer].float() + torch.sigmoid(i) * torch.tanh(g)
+        hid = torch.sigmoid(o) * torch.tanh(cell)
+        c[layer], h[layer] = cell.to(c[layer].dtype), hid.to(h[layer].dtype)
+        x = h[layer]
+    return pick(F.linear(x, head_w, head_b), *sampler, rows=rows, pos=pos)
+
+
 def _generate_python(
     tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p, argmax,
     seed, offset,
 ):  # fmt: skip
-    """The same loop in PyTorch, one step at a time (any device and dtype)."""
-    L = h0.shape[0]
-    per = len(weights) // L
-    V = head_w.shape[0]
-    h, c = list(h0.unbind(0)), list(c0.unbind(0))
-    cur = tokens
+    """The same loop in PyTorch, one step at a time (any device and dtype); on
+    CUDA, whole chunks of steps replay as CUDA graphs (_generate_graphed)."""
+    _check_tokens(tokens, embed.shape[0] if embed is not None else head_w.shape[0])
+    sampler = (temperature, top_k, top_p, argmax, seed)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
-    out = []
-    for s in range(steps):
-        x = embed[cur] if embed is not None else F.one_hot(cur, V).to(h0.dtype)
-        for layer in range(L):
-            w_ih, w_hh = weights[layer * per], weights[layer * per + 1]
-            pre = F.linear(x, w_ih) + F.linear(h[layer], w_hh)
-            if per == 4:
-                pre = pre + weights[layer * per + 2] + weights[layer * per + 3]
-            i, f, g, o = pre.float().chunk(4, dim=1)
-            cell = torch.sigmoid(f) * c[layer].float() + torch.sigmoid(i) * torch.tanh(g)
-            hid = torch.sigmoid(o) * torch.tanh(cell)
-            c[layer], h[layer] = cell.to(h0.dtype), hid.to(h0.dtype)
-            x = h[layer]
-        logits = F.linear(x, head_w, head_b)
-        cur = pick(logits, temperature, top_k, top_p, argmax, seed, rows, offset + s)
-        out.append(cur)
-    ids = torch.stack(out, dim=1) if out else tokens.new_empty((tokens.shape[0], 0))
+    h, c = list(h0.unbind(0)), list(c0.unbind(0))
+    cur, out, done = tokens, [], 0
+    if h0.is_cuda and steps >= 2 * GRAPH_CHUNK and not torch.cuda.is_current_stream_capturing():
+        ids, cur, h, c = _generate_graphed(
+            tokens, h0, c0, embed, weights, head_w, head_b, steps // GRAPH_CHUNK, sampler, rows,
+            offset,
+        )  # fmt: skip
+        out, done = [ids], ids.shape[1]
+    for s in range(done, steps):
+        cur = _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, offset + s)
+        out.append(cur.unsqueeze(1))
+    ids = torch.cat(out, dim=1) if out else tokens.new_empty((tokens.shape[0], 0))
     return ids, torch.stack(h), torch.stack(c)
+
+
+# Steps per CUDA graph: ~10 kernels per layer and step plus the sampler's ~30,
+# so one replay stands for thousands of launches that Python would issue one by one.
+GRAPH_CHUNK = 32
+
+
+def _generate_graphed(
+    tokens, h0, c0, embed, weights, head_w, head_b, chunks, sampler, rows, offset, capture=True
+):  # fmt: skip
+    """`chunks` x GRAPH_CHUNK steps of _step on CUDA: the chunk is captured once
+    as a CUDA graph (which also moves the state buffers on), then replayed.
+    Same kernels, same order as the eager loop, so the same tokens.
+    capture=False runs the chunk eagerly instead (any device: tests its logic).
+    Returns ids [B, chunks * GRAPH_CHUNK], the last sampled tokens [B], h and c (lists)."""
+    cur = tokens.clone()
+    h = [t.clone() for t in h0.unbind(0)]
+    c = [t.clone() for t in c0.unbind(0)]
+    pos = torch.tensor(offset, device=h0.device, dtype=torch.int64)
+    ids = tokens.new_empty((tokens.shape[0], GRAPH_CHUNK))
+
+    def chunk() -> None:
+        hh, cc, nxt = list(h), list(c), cur
+        for s in range(GRAPH_CHUNK):
+            nxt = _step(nxt, hh, cc, embed, weights, head_w, head_b, sampler, rows, pos + s)
+            ids[:, s] = nxt
+        # The graph moves its own inputs on, so replays follow one another.
+        cur.copy_(nxt)
+        for dst, src in zip(h + c, hh + cc):
+            dst.copy_(src)
+        pos.add_(GRAPH_CHUNK)
+
+    if not capture:
+        out = []
+        for _ in range(chunks):
+            chunk()
+            out.append(ids.clone())
+        return torch.cat(out, dim=1), cur, h, c
+    saved = [t.clone() for t in (cur, pos, *h, *c)]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        chunk()  # warm-up outside capture (library handles, allocator), as CUDA graphs need
+    torch.cuda.current_stream().wait_stream(side)
+    for dst, src in zip((cur, pos, *h, *c), saved):
+        dst.copy_(src)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        chunk()
+    out = []
+    for _ in range(chunks):
+        graph.replay()
+        out.append(ids.clone())
+    return torch.cat(out, dim=1), cur, h, c

@@ -206,3 +206,52 @@ def test_cuda_uses_the_python_loop_with_the_same_tokens():
     sampled = G.lstm_lm_generate(tok.cuda(), h.cuda(), h.cuda(), None, dev, hw.cuda(), hb.cuda(),
                                  25, seed=3)  # fmt: skip
     assert sampled[0].shape == (2, 25) and sampled[0].device.type == "cuda"
+
+
+def test_python_loop_names_a_token_outside_the_vocabulary():
+    embed, weights, hw, hb = lm()
+    h = torch.zeros(2, 2, 24)
+    with pytest.raises(ValueError, match=r"tokens\[1\] = 30 is outside the vocabulary \[0, 30\)"):
+        G._generate_python(torch.tensor([3, 30]), h, h, embed, weights, hw, hb, 5, 1.0, 0, 1.0,
+                           False, 0, 0)  # fmt: skip
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "kw", [dict(argmax=True), dict(seed=5, top_k=7, top_p=0.9, temperature=0.8)]
+)
+@pytest.mark.parametrize("E", [0, 16])
+def test_cuda_graph_chunks_give_the_eager_loops_tokens_and_state(monkeypatch, kw, E):
+    embed, weights, hw, hb = lm(E=E)
+    dev = [w.cuda() for w in (*weights, hw, hb)]
+    emb = embed.cuda() if embed is not None else None
+    g = torch.Generator().manual_seed(2)
+    tok = torch.randint(30, (3,), generator=g).cuda()
+    h0, c0 = (torch.randn(2, 3, 24, generator=g).cuda() * 0.5 for _ in range(2))
+    steps = 2 * G.GRAPH_CHUNK + 7  # graphed chunks, then an eager tail
+    args = (tok, h0, c0, emb, dev[:-2], dev[-2], dev[-1], steps)
+    graphed = G.lstm_lm_generate(*args, offset=11, **kw)
+    monkeypatch.setattr(G, "GRAPH_CHUNK", 10**9)  # eager: one step per Python iteration
+    eager = G.lstm_lm_generate(*args, offset=11, **kw)
+    assert torch.equal(graphed[0], eager[0])
+    torch.testing.assert_close(graphed[1], eager[1], rtol=0, atol=0)
+    torch.testing.assert_close(graphed[2], eager[2], rtol=0, atol=0)
+    assert torch.equal(h0, args[1])  # the caller's state is not modified
+
+
+@pytest.mark.parametrize("E", [0, 16])
+def test_graph_chunk_logic_on_the_cpu(E):
+    # The chunk that CUDA captures, run eagerly: it must move tokens, state and
+    # positions on exactly as the step-by-step loop does.
+    embed, weights, hw, hb = lm(E=E)
+    g = torch.Generator().manual_seed(2)
+    tok = torch.randint(30, (3,), generator=g)
+    h0, c0 = (torch.randn(2, 3, 24, generator=g) * 0.5 for _ in range(2))
+    sampler, rows = (0.9, 5, 0.95, False, 7), torch.arange(3)
+    ids, cur, h, c = G._generate_graphed(tok, h0, c0, embed, weights, hw, hb, 2, sampler, rows,
+                                         4, capture=False)  # fmt: skip
+    want = G._generate_python(tok, h0, c0, embed, weights, hw, hb, 2 * G.GRAPH_CHUNK, 0.9, 5,
+                              0.95, False, 7, 4)  # fmt: skip
+    assert torch.equal(ids, want[0]) and torch.equal(cur, want[0][:, -1])
+    assert torch.equal(torch.stack(h), want[1]) and torch.equal(torch.stack(c), want[2])
