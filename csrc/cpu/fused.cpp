@@ -49,6 +49,27 @@ static int64_t pack_grain(int64_t floats_per_block) {
   return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, floats_per_block));
 }
 
+// dst[kk * ld_dst + l] = row_l[kk] for l < rows, kk < K (rows <= VW rows of
+// a source read along kk; lanes l >= rows are zero): a [rows, K] -> [K, VW]
+// transpose in blocks of 16 k, so both sides stay within a few cache lines.
+// Element by element along the gather (one cache line per element) it was
+// ~1.7 GB/s: 12 ms per call for 3x512's 20 MiB of weights when decoding.
+template <typename Row>
+static void transpose_rows(const Row& row_l, int64_t rows, int64_t VW, int64_t K, float* dst,
+                           int64_t ld_dst) {
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    const int64_t k1 = std::min(K, k0 + 16);
+    for (int64_t l = 0; l < VW; ++l) {
+      if (l >= rows) {
+        for (int64_t kk = k0; kk < k1; ++kk) dst[kk * ld_dst + l] = 0.0f;
+        continue;
+      }
+      const float* src = row_l(l);
+      for (int64_t kk = k0; kk < k1; ++kk) dst[kk * ld_dst + l] = src[kk];
+    }
+  }
+}
+
 at::Tensor pack_gates(const FusedKernels& k, const at::Tensor& w_a, const at::Tensor& w_b) {
   const int64_t VW = k.vw, H = w_a.size(0) / 4, Ka = w_a.size(1);
   const int64_t Kb = w_b.defined() ? w_b.size(1) : 0, K = Ka + Kb;
@@ -60,15 +81,16 @@ at::Tensor pack_gates(const FusedKernels& k, const at::Tensor& w_a, const at::Te
   float* po = out.data_ptr<float>();
   at::parallel_for(0, nblocks, pack_grain(K * 4 * VW), [&](int64_t b0, int64_t b1) {
     for (int64_t jb = b0; jb < b1; ++jb) {
-      for (int64_t kk = 0; kk < K; ++kk) {
-        float* dst = po + (jb * K + kk) * 4 * VW;
-        for (int64_t q = 0; q < 4; ++q) {
-          for (int64_t l = 0; l < VW; ++l) {
-            const int64_t unit = jb * VW + l, row = q * H + unit;
-            dst[q * VW + l] = unit >= H ? 0.0f
-                              : kk < Ka ? pa[row * Ka + kk]
-                                        : pb[row * Kb + (kk - Ka)];
-          }
+      const int64_t rows = std::min(VW, H - jb * VW);
+      for (int64_t q = 0; q < 4; ++q) {
+        // Gate q of units jb*VW + l: rows q*H + jb*VW + l of [w_a | w_b].
+        const int64_t row0 = q * H + jb * VW;
+        float* dst = po + jb * K * 4 * VW + q * VW;
+        transpose_rows([&](int64_t l) { return pa + (row0 + l) * Ka; }, rows, VW, Ka, dst,
+                       4 * VW);
+        if (Kb > 0) {
+          transpose_rows([&](int64_t l) { return pb + (row0 + l) * Kb; }, rows, VW, Kb,
+                         dst + Ka * 4 * VW, 4 * VW);
         }
       }
     }
@@ -84,10 +106,16 @@ at::Tensor pack_columns(const FusedKernels& k, const at::Tensor& src, int64_t N,
   float* po = out.data_ptr<float>();
   at::parallel_for(0, nblocks, pack_grain(K * VW), [&](int64_t b0, int64_t b1) {
     for (int64_t jb = b0; jb < b1; ++jb) {
-      for (int64_t kk = 0; kk < K; ++kk) {
+      const int64_t rows = std::min(VW, N - jb * VW);
+      float* dst = po + jb * K * VW;
+      if (stride_k == 1) {  // rows of the matrix are contiguous: transpose them in blocks
+        transpose_rows([&](int64_t l) { return ps + (jb * VW + l) * stride_n; }, rows, VW, K,
+                       dst, VW);
+        continue;
+      }
+      for (int64_t kk = 0; kk < K; ++kk) {  // columns are (nearly) contiguous: copy along n
         for (int64_t l = 0; l < VW; ++l) {
-          const int64_t n = jb * VW + l;
-          po[(jb * K + kk) * VW + l] = n < N ? ps[n * stride_n + kk * stride_k] : 0.0f;
+          dst[kk * VW + l] = l < rows ? ps[(jb * VW + l) * stride_n + kk * stride_k] : 0.0f;
         }
       }
     }

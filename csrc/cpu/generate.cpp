@@ -4,7 +4,8 @@
 //
 // Why: a Python loop pays ~100 us of dispatch per token, while the 2x128
 // char model's arithmetic is ~0.5 MFLOP per token (microseconds). Here the
-// weights are packed once per call into the layouts of fused.h, every layer
+// weights are packed into the layouts of fused.h (once per weight version:
+// packed_model), every layer
 // is one fused kernel call per step, and each thread owns a block of the
 // batch rows for all steps (rows never interact), so there is no
 // synchronisation at all. The schema and argument meanings are in ops.cpp;
@@ -15,6 +16,8 @@
 #include <torch/library.h>
 #include <omp.h>
 
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "fused.h"
@@ -31,6 +34,116 @@ void check_f32(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
               t.scalar_type());
   TORCH_CHECK(t.device().is_cpu(), "charrnn_fast: lstm_lm_generate: ", name,
               " must be on the CPU, got ", t.device());
+}
+
+// The model in the layouts of fused.h: per layer W = [W_ih | W_hh] in gate
+// panels (layer 0 one-hot: W_hh only, its input projection is a row of
+// W_ih^T), the biases summed, the head in column panels.
+struct Packed {
+  std::vector<at::Tensor> packed, bias_sum;
+  std::vector<int64_t> K;
+  at::Tensor onehot_rows;  // [V, 4H]: W_ih0^T + bias, the one-hot layer-0 projection
+  at::Tensor head;
+};
+
+Packed pack_model(const cpu::FusedKernels* k, at::TensorList weights, const at::Tensor& head_w,
+                  int64_t L, int64_t H, int64_t E, int64_t V, int64_t per_layer, bool bias,
+                  bool has_embed, const at::Tensor& h0) {
+  const int64_t G = 4 * H;
+  Packed m;
+  std::vector<at::Tensor>& packed = m.packed;
+  std::vector<at::Tensor>& bias_sum = m.bias_sum;
+  std::vector<int64_t>& K = m.K;
+  at::Tensor& onehot_rows = m.onehot_rows;
+  packed.resize(L);
+  bias_sum.resize(L);
+  K.resize(L);
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor& w_ih = weights[l * per_layer];
+    const at::Tensor& w_hh = weights[l * per_layer + 1];
+    const int64_t in = l == 0 ? E : H;
+    check_f32(w_ih, "w_ih", {G, in});
+    check_f32(w_hh, "w_hh", {G, H});
+    at::Tensor bsum = at::zeros({G}, h0.options());  // [4H]: small, filled inline
+    if (bias) {
+      check_f32(weights[l * per_layer + 2], "b_ih", {G});
+      check_f32(weights[l * per_layer + 3], "b_hh", {G});
+      bsum = weights[l * per_layer + 2] + weights[l * per_layer + 3];
+    }
+    if (l == 0 && !has_embed) {
+      // W_ih^T + bias, [V, 4H], by this thread (a parallel ATen op would wake others).
+      const at::Tensor w = w_ih.contiguous();
+      onehot_rows = at::empty({E, G}, h0.options());
+      const float* wp = w.const_data_ptr<float>();
+      const float* bp = bsum.const_data_ptr<float>();
+      float* op = onehot_rows.data_ptr<float>();
+      for (int64_t v = 0; v < E; ++v) {
+        for (int64_t g = 0; g < G; ++g) op[v * G + g] = wp[g * E + v] + bp[g];
+      }
+      packed[l] = cpu::pack_gates(*k, w_hh.contiguous(), at::Tensor());
+      K[l] = H;
+    } else {
+      packed[l] = cpu::pack_gates(*k, w_ih.contiguous(), w_hh.contiguous());
+      K[l] = in + H;
+    }
+    bias_sum[l] = bsum;
+  }
+  m.head = cpu::pack_columns(*k, head_w.contiguous(), V, H, H, 1);
+  return m;
+}
+
+// What identifies a weight tensor between calls: its storage (held weakly, so
+// a dropped model is not kept alive), data pointer and shape; its version
+// counter changes with every in-place update (an optimizer step, load_state_dict).
+struct WeightId {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const void* ptr;
+  int64_t version;
+  at::ScalarType dtype;
+  std::vector<int64_t> sizes, strides;
+
+  explicit WeightId(const at::Tensor& t)
+      : storage(t.storage().getWeakStorageImpl()),
+        ptr(t.const_data_ptr()),
+        version(t._version()),
+        dtype(t.scalar_type()),
+        sizes(t.sizes().vec()),
+        strides(t.strides().vec()) {}
+
+  bool same(const at::Tensor& t) const {
+    const auto alive = storage.lock();
+    return alive.get() == t.storage().unsafeGetStorageImpl() && ptr == t.const_data_ptr() &&
+           version == t._version() && dtype == t.scalar_type() && t.sizes().equals(sizes) &&
+           t.strides().equals(strides);
+  }
+};
+
+// The last packed model, reused while the same, unchanged weights come back:
+// packing 3x512's 20 MiB cost more than decoding 40 tokens, and
+// `charrnn-fast sample` calls once per printed chunk.
+const Packed& packed_model(const cpu::FusedKernels* k, at::TensorList weights,
+                           const at::Tensor& head_w, const std::optional<at::Tensor>& head_b,
+                           int64_t L, int64_t H, int64_t E, int64_t V, int64_t per_layer,
+                           bool bias, bool has_embed, const at::Tensor& h0) {
+  static std::mutex mu;
+  static std::vector<WeightId> ids;
+  static std::shared_ptr<const Packed> last;
+  std::vector<at::Tensor> all(weights.begin(), weights.end());
+  all.push_back(head_w);
+  if (head_b.has_value()) all.push_back(*head_b);
+  thread_local std::shared_ptr<const Packed> held;  // keeps ours alive while we decode
+  std::lock_guard<std::mutex> lock(mu);
+  bool hit = last != nullptr && ids.size() == all.size() && last->K.size() == size_t(L) &&
+             (last->onehot_rows.defined() == !has_embed);
+  for (size_t i = 0; hit && i < all.size(); ++i) hit = ids[i].same(all[i]);
+  if (!hit) {
+    last = std::make_shared<const Packed>(
+        pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, has_embed, h0));
+    ids.clear();
+    for (const auto& t : all) ids.emplace_back(t);
+  }
+  held = last;
+  return *held;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
@@ -72,42 +185,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
                 "] = ", tok_p[b], " is outside the vocabulary [0, ", V, ")");
   }
 
-  // Pack: per layer W = [W_ih | W_hh] in gate panels (layer 0 one-hot: W_hh
-  // only, its input projection is a row of W_ih^T), the biases summed.
-  std::vector<at::Tensor> packed(L), bias_sum(L);
-  std::vector<int64_t> K(L);
-  at::Tensor onehot_rows;  // [V, 4H]: W_ih0^T + bias, the one-hot layer-0 projection
-  for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor& w_ih = weights[l * per_layer];
-    const at::Tensor& w_hh = weights[l * per_layer + 1];
-    const int64_t in = l == 0 ? E : H;
-    check_f32(w_ih, "w_ih", {G, in});
-    check_f32(w_hh, "w_hh", {G, H});
-    at::Tensor bsum = at::zeros({G}, h0.options());  // [4H]: small, filled inline
-    if (bias) {
-      check_f32(weights[l * per_layer + 2], "b_ih", {G});
-      check_f32(weights[l * per_layer + 3], "b_hh", {G});
-      bsum = weights[l * per_layer + 2] + weights[l * per_layer + 3];
-    }
-    if (l == 0 && !embed.has_value()) {
-      // W_ih^T + bias, [V, 4H], by this thread (a parallel ATen op would wake others).
-      const at::Tensor w = w_ih.contiguous();
-      onehot_rows = at::empty({E, G}, h0.options());
-      const float* wp = w.const_data_ptr<float>();
-      const float* bp = bsum.const_data_ptr<float>();
-      float* op = onehot_rows.data_ptr<float>();
-      for (int64_t v = 0; v < E; ++v) {
-        for (int64_t g = 0; g < G; ++g) op[v * G + g] = wp[g * E + v] + bp[g];
-      }
-      packed[l] = cpu::pack_gates(*k, w_hh.contiguous(), at::Tensor());
-      K[l] = H;
-    } else {
-      packed[l] = cpu::pack_gates(*k, w_ih.contiguous(), w_hh.contiguous());
-      K[l] = in + H;
-    }
-    bias_sum[l] = bsum;
-  }
-  const at::Tensor head = cpu::pack_columns(*k, head_w.contiguous(), V, H, H, 1);
+  const Packed& m = packed_model(k, weights, head_w, head_b, L, H, E, V, per_layer, bias,
+                                  embed.has_value(), h0);
+  const std::vector<at::Tensor>& packed = m.packed;
+  const std::vector<at::Tensor>& bias_sum = m.bias_sum;
+  const std::vector<int64_t>& K = m.K;
+  const at::Tensor& onehot_rows = m.onehot_rows;
+  const at::Tensor& head = m.head;
   const at::Tensor head_bias = head_b.has_value() ? head_b->contiguous() : at::Tensor();
 
   at::Tensor h = h0.clone(), c = c0.clone();  // [L, B, H], updated in place

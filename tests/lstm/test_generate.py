@@ -255,3 +255,27 @@ def test_graph_chunk_logic_on_the_cpu(E):
                               0.95, False, 7, 4)  # fmt: skip
     assert torch.equal(ids, want[0]) and torch.equal(cur, want[0][:, -1])
     assert torch.equal(torch.stack(h), want[1]) and torch.equal(torch.stack(c), want[2])
+
+
+@needs_compiled
+@pytest.mark.parametrize("E", [0, 16])
+def test_packed_weights_are_reused_only_while_unchanged(E):
+    # The compiled loop keeps the last packed model; an in-place update of any
+    # weight (an optimizer step) or other tensors must not decode the old one.
+    embed, weights, hw, hb = lm(E=E)
+    op = torch.ops.charrnn_fast.lstm_lm_generate
+    tok, h = torch.tensor([1, 2]), torch.zeros(2, 2, 24)
+
+    def run(ws, head_b=hb):
+        return op(tok, h, h, embed, ws, hw, head_b, 30, 1.0, 0, 1.0, True, 0, 0)
+
+    first = run(weights)
+    assert all(torch.equal(a, b) for a, b in zip(run(weights), first))  # reused: same result
+    for i in (1, 2, 5):  # w_hh of layer 0, a bias, w_hh of layer 1: each in place
+        before = run(weights)
+        weights[i].mul_(-1.5)
+        after, fresh = run(weights), run([w.clone() for w in weights])
+        assert all(torch.equal(a, b) for a, b in zip(after, fresh))
+        assert not torch.equal(after[1], before[1])
+    hb.add_(3.0)  # the head's bias, in place
+    assert torch.equal(run(weights)[0], run(weights, hb.clone())[0])
