@@ -171,22 +171,29 @@ FUSED_INLINE int64_t balanced_tile(int64_t left, const F& f) {
   return mr;
 }
 
-// Unit blocks outermost, row tiles inside: the panel of one tile's blocks (K
-// x 4 x VW floats each, 32 KB at K = 128 with AVX-512) then comes from memory
-// once per step and from L1/L2 for every row tile; with rows outermost each
-// row tile streamed all of W (256 KB at H = 128, 4 MB at H = 512).
-void lstm_step(const LstmStepArgs& s) {
-  const int64_t jb1 = s.jb1 < 0 ? (s.H + VW - 1) / VW : s.jb1;
-  int64_t chunk = 1;  // blocks per pass: the widest tile of the first (tallest) row tile
-  balanced_tile<kStepRows>(s.rows, [&](auto mr) { chunk = step_nb(decltype(mr)::value); });
-  for (int64_t jb = s.jb0; jb < jb1; jb += chunk) {
+// Column (unit) blocks [jb0, jb1) in passes of nb(first tile's height)
+// blocks, every row tile inside each pass: a pass's panel of W then comes from
+// memory once and from L1/L2 for every row tile. With rows outermost each row
+// tile streamed all of W (256 KB at H = 128, 4 MB at H = 512).
+// f(Int<mr>, r, jb, je): rows [r, r + mr) on blocks [jb, je).
+template <int R, int (*Nb)(int), typename F>
+FUSED_INLINE void blocks_then_rows(int64_t rows, int64_t jb0, int64_t jb1, const F& f) {
+  int64_t chunk = 1;
+  balanced_tile<R>(rows, [&](auto mr) { chunk = Nb(decltype(mr)::value); });
+  for (int64_t jb = jb0; jb < jb1; jb += chunk) {
     const int64_t je = jb + chunk < jb1 ? jb + chunk : jb1;
-    for (int64_t r = 0; r < s.rows;) {
-      r += balanced_tile<kStepRows>(s.rows - r, [&](auto mr) {
-        step_rows<decltype(mr)::value>(s, r, jb, je);
-      });
+    for (int64_t r = 0; r < rows;) {
+      r += balanced_tile<R>(rows - r, [&](auto mr) { f(mr, r, jb, je); });
     }
   }
+}
+
+void lstm_step(const LstmStepArgs& s) {
+  const int64_t jb1 = s.jb1 < 0 ? (s.H + VW - 1) / VW : s.jb1;
+  blocks_then_rows<kStepRows, step_nb>(s.rows, s.jb0, jb1, [&](auto mr, int64_t r, int64_t jb,
+                                                               int64_t je) {
+    step_rows<decltype(mr)::value>(s, r, jb, je);
+  });
 }
 
 // MR rows x NB column blocks of out = a . W^T (column panels).
@@ -226,20 +233,12 @@ FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t jb0, int64_t 
   for (; jb < jb1; ++jb) gemm_tile<MR, 1>(g, r0, jb);
 }
 
-// Column blocks outermost, as in lstm_step: one pass's panel is read from
-// memory once and from cache by every row tile.
 void gemm(const GemmArgs& g) {
   const int64_t jb1 = g.jb1 < 0 ? (g.N + VW - 1) / VW : g.jb1;
-  int64_t chunk = 1;
-  balanced_tile<kGemmRows>(g.rows, [&](auto mr) { chunk = gemm_nb(decltype(mr)::value); });
-  for (int64_t jb = g.jb0; jb < jb1; jb += chunk) {
-    const int64_t je = jb + chunk < jb1 ? jb + chunk : jb1;
-    for (int64_t r = 0; r < g.rows;) {
-      r += balanced_tile<kGemmRows>(g.rows - r, [&](auto mr) {
-        gemm_rows<decltype(mr)::value>(g, r, jb, je);
-      });
-    }
-  }
+  blocks_then_rows<kGemmRows, gemm_nb>(g.rows, g.jb0, jb1, [&](auto mr, int64_t r, int64_t jb,
+                                                               int64_t je) {
+    gemm_rows<decltype(mr)::value>(g, r, jb, je);
+  });
 }
 
 constexpr int kTnRows = VW == 16 ? 6 : 3;
