@@ -65,6 +65,10 @@ if _error is None:
     def _mm_tn_fake(a, b):
         return a.new_empty((a.shape[1], b.shape[1]))
 
+    @torch.library.register_fake("charrnn_fast::mm_nt")
+    def _mm_nt_fake(a, w, bias):
+        return a.new_empty((a.shape[0], w.shape[0]))
+
     @torch.library.register_fake("charrnn_fast::lstm_lm_generate")
     def _lstm_lm_generate_fake(tokens, h0, c0, embed, weights, head_w, head_b, steps, *args):
         return (

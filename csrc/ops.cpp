@@ -11,6 +11,7 @@
 //   lstm_bwd(dy[T,B,H], dhT[B,H], dcT[B,H], w_hh, y, c_all, gates, h0[B,H])
 //       -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]
 //   mm_tn(a[K,M], b[K,N]) -> a^T b [M,N]   (CPU only)
+//   mm_nt(a[M,K], w[N,K], bias[N] or None) -> a w^T + bias [M,N]   (CPU only)
 //   lstm_lm_generate(tokens[B] int64, h0[L,B,H], c0[L,B,H], embed[V,E] or None (one-hot),
 //       weights (nn.LSTM's flat list: w_ih[4H,I], w_hh[4H,H][, b_ih[4H], b_hh[4H]] per layer),
 //       head_w[V,H], head_b[V] or None, steps, temperature, top_k, top_p, argmax, seed, offset)
@@ -35,6 +36,8 @@ TORCH_LIBRARY(charrnn_fast, m) {
       " Tensor gates, Tensor h0) -> (Tensor, Tensor, Tensor, Tensor)");
   // a[K, M]^T b[K, N] -> [M, N]: weight gradients (dW = dY^T X) without a transposed copy.
   m.def("mm_tn(Tensor a, Tensor b) -> Tensor");
+  // a[M, K] w[N, K]^T + bias -> [M, N]: F.linear; w any strided view (no transposed copy).
+  m.def("mm_nt(Tensor a, Tensor w, Tensor? bias) -> Tensor");
   // The decode loop of an LSTM language model, `steps` tokens per call (CPU, fp32).
   m.def(
       "lstm_lm_generate(Tensor tokens, Tensor h0, Tensor c0, Tensor? embed, Tensor[] weights,"

@@ -7,6 +7,8 @@ half of an LSTM's flops, so the cpu backend routes it, forward and backward,
 through mkldnn::_linear_pointwise (backends/cpu.py) with weights packed by
 mkldnn::_reorder_linear_weight (the ops PyTorch's inductor uses for CPU
 linears). Those are internal ops; where they are missing, F.linear is used.
+The backward's GEMMs run charrnn_fast's own kernels where they measured
+faster: dW always (mm_tn), dx for small weights (mm_nt, `_input_grad`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ def _mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(a, packed, bias, "none", [], "")
 
 
+def _input_grad(gy: Tensor, w: Tensor) -> Tensor:
+    """gy[M,N] @ w[N,K] -> [M,K]. Small weights (char-rnn sizes): charrnn_fast's
+    own kernel reads w's transpose in place, where oneDNN needs a transposed copy
+    and a reorder on every call (0.77x of its time at [2500,512]x[512,128],
+    measured); larger ones: oneDNN (our packing, one thread, costs more there)."""
+    if _ops.load_error() is None and w.numel() <= 1 << 18:
+        return torch.ops.charrnn_fast.mm_nt(gy, w.t(), None)
+    return _mm_nt(gy, w.t().contiguous())
+
+
 def _mm_tn(a: Tensor, b: Tensor) -> Tensor:
     """a[M,N]^T @ b[M,K] -> [N,K] (torch.mm where the compiled op is missing)."""
     if _ops.load_error() is None:
@@ -60,7 +72,7 @@ class _Linear(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         x, w = ctx.saved_tensors
         gy = gy.contiguous()
-        dx = _mm_nt(gy, w.t().contiguous()) if ctx.needs_input_grad[0] else None
+        dx = _input_grad(gy, w) if ctx.needs_input_grad[0] else None
         # dW = gy^T x: charrnn_fast's own kernel reads both in place (MKL's
         # sgemm behind mm runs at half of oneDNN's speed on AMD EPYC).
         dw = _mm_tn(gy, x) if ctx.needs_input_grad[1] else None

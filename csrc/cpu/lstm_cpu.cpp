@@ -294,24 +294,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
 
 }  // namespace
 
-// a[K, M]^T b[K, N] -> [M, N]: the weight gradient of a linear layer.
-at::Tensor mm_tn_cpu(const at::Tensor& a, const at::Tensor& b) {
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(0) == b.size(0),
-              "charrnn_fast: mm_tn wants a [K, M] and b [K, N], got ", a.sizes(), " and ",
-              b.sizes());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "charrnn_fast: mm_tn: a is ", a.scalar_type(),
-              " but b is ", b.scalar_type());
-  const cpu::FusedKernels* k = cpu::fused_kernels();
-  if (k == nullptr || a.scalar_type() != at::kFloat || a.stride(1) != 1 || b.stride(1) != 1) {
-    return at::mm(a.t(), b);
-  }
-  return cpu::mm_tn(*k, a, b);
-}
-
 TORCH_LIBRARY_IMPL(charrnn_fast, CPU, m) {
   m.impl("lstm_fwd", &lstm_fwd_cpu);
   m.impl("lstm_bwd", &lstm_bwd_cpu);
-  m.impl("mm_tn", &mm_tn_cpu);
 }
 
 }  // namespace charrnn_fast

@@ -71,6 +71,30 @@ def test_mm_tn(K, M, N):
         torch.ops.charrnn_fast.mm_tn(a, b[1:])
 
 
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (97, 13, 5), (250, 512, 128), (7, 129, 33)])
+def test_mm_nt(M, K, N):
+    # a w^T + bias, with w contiguous or a transposed view (the input gradient's
+    # W_ih.t()); every row-block and column-block edge case above.
+    g = torch.Generator().manual_seed(2)
+    a, w, b = (
+        torch.randn(M, K, generator=g),
+        torch.randn(N, K, generator=g),
+        torch.randn(N, generator=g),
+    )
+    want = a.double() @ w.double().t() + b.double()
+    op = torch.ops.charrnn_fast.mm_nt
+    torch.testing.assert_close(op(a, w, b).double(), want, rtol=0, atol=1e-4)
+    wt = w.t().contiguous().t()  # same values, strides (1, N)
+    torch.testing.assert_close(op(a, wt, None).double(), want - b.double(), rtol=0, atol=1e-4)
+    assert torch.equal(
+        op(a.double(), w.double(), b.double()), torch.addmm(b.double(), a.double(), w.double().t())
+    )
+    with pytest.raises(RuntimeError, match=r"mm_nt wants a \[M, K\] and w \[N, K\]"):
+        op(a, w[:, :-1] if K > 1 else w.new_empty(N, 2), None)
+    with pytest.raises(RuntimeError, match=r"mm_nt: bias must be \[" + str(N) + r"\]"):
+        op(a, w, b[:-1] if N > 1 else b.new_empty(3))
+
+
 @pytest.fixture
 def auto(monkeypatch):
     monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
