@@ -195,7 +195,9 @@ def _generate_python(
 ):  # fmt: skip
     """The same loop in PyTorch, one step at a time (any device and dtype); on
     CUDA, whole chunks of steps replay as CUDA graphs (_generate_graphed)."""
-    _check_tokens(tokens, embed.shape[0] if embed is not None else head_w.shape[0])
+    tokens = tokens.to(h0.device)
+    if not (h0.is_cuda and torch.cuda.is_current_stream_capturing()):  # the check syncs
+        _check_tokens(tokens, embed.shape[0] if embed is not None else head_w.shape[0])
     sampler = (temperature, top_k, top_p, argmax, seed)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
     h, c = list(h0.unbind(0)), list(c0.unbind(0))
@@ -249,19 +251,24 @@ def _generate_graphed(
             chunk()
             out.append(ids.clone())
         return torch.cat(out, dim=1), cur, h, c
-    saved = [t.clone() for t in (cur, pos, *h, *c)]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        chunk()  # warm-up outside capture (library handles, allocator), as CUDA graphs need
-    torch.cuda.current_stream().wait_stream(side)
-    for dst, src in zip((cur, pos, *h, *c), saved):
-        dst.copy_(src)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        chunk()
-    out = []
-    for _ in range(chunks):
-        graph.replay()
-        out.append(ids.clone())
+    # All on the model's device: streams made elsewhere would capture nothing
+    # (an empty graph, replayed silently); one capture stream per call, and
+    # thread-local capture, so other threads' CUDA work does not break it.
+    with torch.cuda.device(h0.device):
+        saved = [t.clone() for t in (cur, pos, *h, *c)]
+        side = torch.cuda.Stream(h0.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            chunk()  # warm-up outside capture (library handles, allocator), as graphs need
+        torch.cuda.current_stream().wait_stream(side)
+        for dst, src in zip((cur, pos, *h, *c), saved):
+            dst.copy_(src)
+        graph = torch.cuda.CUDAGraph()
+        capture_stream = torch.cuda.Stream(h0.device)
+        with torch.cuda.graph(graph, stream=capture_stream, capture_error_mode="thread_local"):
+            chunk()
+        out = []
+        for _ in range(chunks):
+            graph.replay()
+            out.append(ids.clone())
     return torch.cat(out, dim=1), cur, h, c

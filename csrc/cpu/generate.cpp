@@ -16,6 +16,7 @@
 #include <torch/library.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -62,12 +63,8 @@ Packed pack_model(const cpu::FusedKernels* k, at::TensorList weights, const at::
     const at::Tensor& w_ih = weights[l * per_layer];
     const at::Tensor& w_hh = weights[l * per_layer + 1];
     const int64_t in = l == 0 ? E : H;
-    check_f32(w_ih, "w_ih", {G, in});
-    check_f32(w_hh, "w_hh", {G, H});
     at::Tensor bsum = at::zeros({G}, h0.options());  // [4H]: small, filled inline
     if (bias) {
-      check_f32(weights[l * per_layer + 2], "b_ih", {G});
-      check_f32(weights[l * per_layer + 3], "b_hh", {G});
       bsum = weights[l * per_layer + 2] + weights[l * per_layer + 3];
     }
     if (l == 0 && !has_embed) {
@@ -94,7 +91,9 @@ Packed pack_model(const cpu::FusedKernels* k, at::TensorList weights, const at::
 
 // What identifies a weight tensor between calls: its storage (held weakly, so
 // a dropped model is not kept alive), data pointer and shape; its version
-// counter changes with every in-place update (an optimizer step, load_state_dict).
+// counter changes with every in-place update (an optimizer step,
+// load_state_dict). Writes that bypass it (through `.data`, numpy, another
+// process's shared memory) are not seen: pass new tensors after those.
 struct WeightId {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;
   const void* ptr;
@@ -132,6 +131,14 @@ const Packed& packed_model(const cpu::FusedKernels* k, at::TensorList weights,
   all.push_back(head_w);
   if (head_b.has_value()) all.push_back(*head_b);
   thread_local std::shared_ptr<const Packed> held;  // keeps ours alive while we decode
+  // Inference tensors keep no version counter: pack them on every call.
+  const bool cacheable = std::none_of(all.begin(), all.end(),
+                                      [](const at::Tensor& t) { return t.is_inference(); });
+  if (!cacheable) {
+    held = std::make_shared<const Packed>(
+        pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, has_embed, h0));
+    return *held;
+  }
   std::lock_guard<std::mutex> lock(mu);
   bool hit = last != nullptr && ids.size() == all.size() && last->K.size() == size_t(L) &&
              (last->onehot_rows.defined() == !has_embed);
@@ -185,6 +192,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
                 "] = ", tok_p[b], " is outside the vocabulary [0, ", V, ")");
   }
 
+  // Every weight is checked here, before the packed-model lookup: a cache hit
+  // (same tensors) then implies the same shapes, E included.
+  for (int64_t l = 0; l < L; ++l) {
+    check_f32(weights[l * per_layer], "w_ih", {G, l == 0 ? E : H});
+    check_f32(weights[l * per_layer + 1], "w_hh", {G, H});
+    if (bias) {
+      check_f32(weights[l * per_layer + 2], "b_ih", {G});
+      check_f32(weights[l * per_layer + 3], "b_hh", {G});
+    }
+  }
   const Packed& m = packed_model(k, weights, head_w, head_b, L, H, E, V, per_layer, bias,
                                   embed.has_value(), h0);
   const std::vector<at::Tensor>& packed = m.packed;

@@ -279,3 +279,25 @@ def test_packed_weights_are_reused_only_while_unchanged(E):
         assert not torch.equal(after[1], before[1])
     hb.add_(3.0)  # the head's bias, in place
     assert torch.equal(run(weights)[0], run(weights, hb.clone())[0])
+
+
+@needs_compiled
+def test_cached_model_does_not_hide_a_wrong_embedding_width():
+    embed, weights, hw, hb = lm(E=16)
+    op = torch.ops.charrnn_fast.lstm_lm_generate
+    tok, h = torch.tensor([1]), torch.zeros(2, 1, 24)
+    op(tok, h, h, embed, weights, hw, hb, 3, 1.0, 0, 1.0, True, 0, 0)  # cached now
+    with pytest.raises(RuntimeError, match="w_ih must have shape"):
+        op(tok, h, h, embed[:, :8].contiguous(), weights, hw, hb, 3, 1.0, 0, 1.0, True, 0, 0)
+
+
+@needs_compiled
+def test_inference_tensors_decode_like_ordinary_ones():
+    embed, weights, hw, hb = lm()
+    op = torch.ops.charrnn_fast.lstm_lm_generate
+    tok, h = torch.tensor([1, 2]), torch.zeros(2, 2, 24)
+    want = op(tok, h, h, embed, weights, hw, hb, 20, 1.0, 0, 1.0, True, 0, 0)
+    with torch.inference_mode():
+        inf = [w.clone() for w in weights]
+        got = op(tok, h, h, embed, inf, hw.clone(), hb.clone(), 20, 1.0, 0, 1.0, True, 0, 0)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
