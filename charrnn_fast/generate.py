@@ -15,6 +15,7 @@ E embedding size.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -245,30 +246,27 @@ def _generate_graphed(
             dst.copy_(src)
         pos.add_(GRAPH_CHUNK)
 
-    if not capture:
+    # On CUDA, all on the model's device: streams made elsewhere would capture
+    # nothing (an empty graph, replayed silently); one capture stream per call,
+    # and thread-local capture, so other threads' CUDA work does not break it.
+    with torch.cuda.device(h0.device) if capture else contextlib.nullcontext():
+        run = chunk
+        if capture:
+            saved = [t.clone() for t in (cur, pos, *h, *c)]
+            side = torch.cuda.Stream(h0.device)
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                chunk()  # warm-up outside capture (library handles, allocator)
+            torch.cuda.current_stream().wait_stream(side)
+            for dst, src in zip((cur, pos, *h, *c), saved):
+                dst.copy_(src)
+            graph = torch.cuda.CUDAGraph()
+            capture_stream = torch.cuda.Stream(h0.device)
+            with torch.cuda.graph(graph, stream=capture_stream, capture_error_mode="thread_local"):
+                chunk()
+            run = graph.replay
         out = []
         for _ in range(chunks):
-            chunk()
-            out.append(ids.clone())
-        return torch.cat(out, dim=1), cur, h, c
-    # All on the model's device: streams made elsewhere would capture nothing
-    # (an empty graph, replayed silently); one capture stream per call, and
-    # thread-local capture, so other threads' CUDA work does not break it.
-    with torch.cuda.device(h0.device):
-        saved = [t.clone() for t in (cur, pos, *h, *c)]
-        side = torch.cuda.Stream(h0.device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            chunk()  # warm-up outside capture (library handles, allocator), as graphs need
-        torch.cuda.current_stream().wait_stream(side)
-        for dst, src in zip((cur, pos, *h, *c), saved):
-            dst.copy_(src)
-        graph = torch.cuda.CUDAGraph()
-        capture_stream = torch.cuda.Stream(h0.device)
-        with torch.cuda.graph(graph, stream=capture_stream, capture_error_mode="thread_local"):
-            chunk()
-        out = []
-        for _ in range(chunks):
-            graph.replay()
+            run()
             out.append(ids.clone())
     return torch.cat(out, dim=1), cur, h, c

@@ -144,8 +144,6 @@ constexpr int step_nb(int MR) {
 // Rows [r0, r1) on unit blocks [jb0, jb1) with the widest tile that fits.
 template <int MR>
 FUSED_INLINE void step_rows(const LstmStepArgs& s, int64_t r0, int64_t jb0, int64_t jb1) {
-  // Few rows leave too few independent accumulators per block to hide the
-  // FMA latency: then take several unit blocks per tile instead.
   constexpr int NB = step_nb(MR);
   int64_t jb = jb0;
   for (; jb + NB <= jb1; jb += NB) step_tile<MR, NB>(s, r0, jb);

@@ -120,24 +120,24 @@ struct WeightId {
 // The last packed model, reused while the same, unchanged weights come back:
 // packing 3x512's 20 MiB cost more than decoding 40 tokens, and
 // `charrnn-fast sample` calls once per printed chunk.
-const Packed& packed_model(const cpu::FusedKernels* k, at::TensorList weights,
-                           const at::Tensor& head_w, const std::optional<at::Tensor>& head_b,
-                           int64_t L, int64_t H, int64_t E, int64_t V, int64_t per_layer,
-                           bool bias, bool has_embed, const at::Tensor& h0) {
+// The caller's shared_ptr keeps the model alive while it decodes, whatever
+// other threads put in the cache meanwhile.
+std::shared_ptr<const Packed> packed_model(
+    const cpu::FusedKernels* k, at::TensorList weights, const at::Tensor& head_w,
+    const std::optional<at::Tensor>& head_b, int64_t L, int64_t H, int64_t E, int64_t V,
+    int64_t per_layer, bool bias, bool has_embed, const at::Tensor& h0) {
   static std::mutex mu;
   static std::vector<WeightId> ids;
   static std::shared_ptr<const Packed> last;
   std::vector<at::Tensor> all(weights.begin(), weights.end());
   all.push_back(head_w);
   if (head_b.has_value()) all.push_back(*head_b);
-  thread_local std::shared_ptr<const Packed> held;  // keeps ours alive while we decode
   // Inference tensors keep no version counter: pack them on every call.
   const bool cacheable = std::none_of(all.begin(), all.end(),
                                       [](const at::Tensor& t) { return t.is_inference(); });
   if (!cacheable) {
-    held = std::make_shared<const Packed>(
+    return std::make_shared<const Packed>(
         pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, has_embed, h0));
-    return *held;
   }
   std::lock_guard<std::mutex> lock(mu);
   bool hit = last != nullptr && ids.size() == all.size() && last->K.size() == size_t(L) &&
@@ -149,8 +149,7 @@ const Packed& packed_model(const cpu::FusedKernels* k, at::TensorList weights,
     ids.clear();
     for (const auto& t : all) ids.emplace_back(t);
   }
-  held = last;
-  return *held;
+  return last;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
@@ -202,8 +201,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
       check_f32(weights[l * per_layer + 3], "b_hh", {G});
     }
   }
-  const Packed& m = packed_model(k, weights, head_w, head_b, L, H, E, V, per_layer, bias,
-                                  embed.has_value(), h0);
+  const std::shared_ptr<const Packed> model = packed_model(
+      k, weights, head_w, head_b, L, H, E, V, per_layer, bias, embed.has_value(), h0);
+  const Packed& m = *model;
   const std::vector<at::Tensor>& packed = m.packed;
   const std::vector<at::Tensor>& bias_sum = m.bias_sum;
   const std::vector<int64_t>& K = m.K;
