@@ -11,7 +11,7 @@ exactly what nn.LSTM computes) where that was measured faster
 (bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
 gradient: inference, eval, sampling: oneDNN's forward runs near the FMA peak),
 and calls that need gradients except where our kernels win
-(`_ours_wins_training`: H <= 512 and at least 12 rows per thread; oneDNN's
+(`_ours_wins_training`: AVX-512, H <= 512 and at least 12 rows per thread; oneDNN's
 backward costs more than twice its forward). A call that needs gradients in eval mode runs
 ATen with train=True and no dropout, so backward works as in training.
 torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
@@ -67,7 +67,10 @@ def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
     # at H = 128 and 512 with 1 or 2 threads, 0.84-0.91x at H = 1024 (W_hh, 16
     # MB, no longer fits in cache and oneDNN streams it better), 1.0x at B = 1.
     # Each thread owns whole rows, so below ~12 rows per thread it idles.
-    return H <= 512 and 12 * torch.get_num_threads() <= B
+    # AVX2 (a Zen 3 EPYC, bench/results/2026-12-01-cpu-zen3-*): our kernels
+    # took 1.3-3x the time of an equal-flop oneDNN GEMM and the module ran at
+    # 0.58-0.76x of nn.LSTM, so there ATen serves (see the AVX2 note below).
+    return _ops.cpu_vector_width() == 16 and H <= 512 and 12 * torch.get_num_threads() <= B
 
 
 def aten_serves(
@@ -101,6 +104,6 @@ BACKEND = Backend(
     + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
     + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
     "primitive) where it is faster: forward-only calls, and calls that need gradients "
-    "unless H <= 512 and B >= 12 x threads",
+    "unless AVX-512, H <= 512 and B >= 12 x threads",
     project=_project,
 )

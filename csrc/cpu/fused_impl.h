@@ -150,7 +150,7 @@ FUSED_INLINE void step_rows(const LstmStepArgs& s, int64_t r0, int64_t jb0, int6
   for (; jb < jb1; ++jb) step_tile<MR, 1>(s, r0, jb);
 }
 
-constexpr int kStepRows = VW == 16 ? 6 : 2;  // rows per tile: 4*MR accumulators
+constexpr int kStepRows = VW == 16 ? 6 : 3;  // rows per tile: 4*MR accumulators
 
 // Calls f(std::integral_constant<int, mr>) for the tile height mr in 1..R that
 // splits `left` rows into equal tiles: 25 rows are 5 tiles of 5, not 4 of 6
@@ -221,7 +221,7 @@ FUSED_INLINE void gemm_tile(const GemmArgs& g, int64_t r0, int64_t jb) {
 }
 
 constexpr int gemm_nb(int MR) { return VW == 16 ? (MR >= 3 ? 4 : 8) : (MR >= 3 ? 2 : 4); }
-constexpr int kGemmRows = VW == 16 ? 6 : 3;
+constexpr int kGemmRows = 6;
 
 template <int MR>
 FUSED_INLINE void gemm_rows(const GemmArgs& g, int64_t r0, int64_t jb0, int64_t jb1) {
@@ -239,7 +239,7 @@ void gemm(const GemmArgs& g) {
   });
 }
 
-constexpr int kTnRows = VW == 16 ? 6 : 3;
+constexpr int kTnRows = 6;
 constexpr int64_t kTnChunk = 128;                     // k per pass: the packed B panel stays in L1
 constexpr int64_t kTnCols = (VW == 16 ? 4 : 2) * VW;  // columns per packed B panel
 constexpr int64_t kTnMBlock = 64 * kTnRows;           // output rows per pass over B
