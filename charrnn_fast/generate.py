@@ -1,9 +1,10 @@
-"""Decoding an LSTM language model: token ids in, sampled token ids out.
+"""Decoding a language model: token ids in, sampled token ids out.
 
 `lstm_lm_generate` runs the loop token -> embedding (or one-hot) -> LSTM layers
--> linear head -> sampler -> next token for `steps` tokens. On the CPU in
-float32 it is one call into compiled code (torch.ops.charrnn_fast.
-lstm_lm_generate, csrc/cpu/generate.cpp). On CUDA the loop is PyTorch ops,
+-> linear head -> sampler -> next token for `steps` tokens; `rnn_lm_generate`
+the same for GRU and vanilla-RNN layers. On the CPU in float32 each is one
+call into compiled code (torch.ops.charrnn_fast.lstm_lm_generate,
+csrc/cpu/generate.cpp; rnn_lm_generate, csrc/cpu/generate_rnn.cpp). On CUDA the loop is PyTorch ops,
 captured as a CUDA graph of GRAPH_CHUNK steps and replayed (one launch per
 chunk instead of ~10 per layer and step). Elsewhere (other dtypes, a CPU
 without AVX2) the same PyTorch loop runs one step at a time. All use the same
@@ -160,6 +161,50 @@ def lstm_lm_generate(
     )  # fmt: skip
 
 
+# Gates per unit of each non-LSTM cell, by the mode names of nn.RNNBase.
+RNN_MODES = {"gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+@torch.no_grad()
+def rnn_lm_generate(
+    mode: str,
+    tokens: Tensor,
+    h0: Tensor,
+    embed: Tensor | None,
+    weights: list[Tensor],
+    head_w: Tensor,
+    head_b: Tensor | None,
+    steps: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    argmax: bool = False,
+    seed: int = 0,
+    offset: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """lstm_lm_generate for a GRU (mode "gru") or vanilla RNN ("rnn_tanh",
+    "rnn_relu") language model, with the same sampler and random streams.
+
+    weights: nn.GRU's / nn.RNN's flat list: per layer w_ih [G*H, I], w_hh
+        [G*H, H] and, with biases, b_ih [G*H], b_hh [G*H] (G = 3 for a GRU, gates
+        r, z, n; 1 for an RNN). h0: [L, B, H]. Other arguments as lstm_lm_generate.
+    Returns ids [B, steps] int64 and h [L, B, H].
+    """
+    if mode not in RNN_MODES:
+        raise ValueError(f"mode must be one of {sorted(RNN_MODES)}, got {mode!r}")
+    check_sampler_args(temperature, top_k, top_p, argmax)
+    if compiled_available(h0.device, h0.dtype):
+        return torch.ops.charrnn_fast.rnn_lm_generate(
+            mode, tokens, h0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
+            argmax, seed, offset,
+        )  # fmt: skip
+    ids, h, _ = _generate_python(
+        tokens, h0, None, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
+        argmax, seed, offset, mode=mode,
+    )  # fmt: skip
+    return ids, h
+
+
 def _check_tokens(tokens: Tensor, vocab: int) -> None:
     """ValueError naming the first token outside [0, vocab) (one host sync, once per call)."""
     bad = ((tokens < 0) | (tokens >= vocab)).nonzero()
@@ -168,9 +213,10 @@ def _check_tokens(tokens: Tensor, vocab: int) -> None:
         raise ValueError(f"tokens[{i}] = {int(tokens[i])} is outside the vocabulary [0, {vocab})")
 
 
-def _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, pos):
+def _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, pos, mode="lstm"):
     """One token per row: feed cur[B] (int64), update the lists h, c of [B, H]
-    per layer in place, return the next tokens [B]. pos: int or int64 0-d tensor."""
+    per layer in place (c empty but for an LSTM), return the next tokens [B].
+    pos: int or int64 0-d tensor."""
     L = len(h)
     per = len(weights) // L
     if embed is not None:
@@ -179,41 +225,53 @@ def _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, pos):
         x = h[0].new_zeros((cur.shape[0], head_w.shape[0])).scatter_(1, cur.unsqueeze(1), 1.0)
     for layer in range(L):
         w_ih, w_hh = weights[layer * per], weights[layer * per + 1]
-        pre = F.linear(x, w_ih) + F.linear(h[layer], w_hh)
-        if per == 4:
-            pre = pre + weights[layer * per + 2] + weights[layer * per + 3]
-        i, f, g, o = pre.float().chunk(4, dim=1)
-        cell = torch.sigmoid(f) * c[layer].float() + torch.sigmoid(i) * torch.tanh(g)
-        hid = torch.sigmoid(o) * torch.tanh(cell)
-        c[layer], h[layer] = cell.to(c[layer].dtype), hid.to(h[layer].dtype)
+        b_ih, b_hh = weights[layer * per + 2 : layer * per + 4] if per == 4 else (None, None)
+        if mode == "lstm":
+            pre = F.linear(x, w_ih) + F.linear(h[layer], w_hh)
+            if per == 4:
+                pre = pre + b_ih + b_hh
+            i, f, g, o = pre.float().chunk(4, dim=1)
+            cell = torch.sigmoid(f) * c[layer].float() + torch.sigmoid(i) * torch.tanh(g)
+            hid = torch.sigmoid(o) * torch.tanh(cell)
+            c[layer] = cell.to(c[layer].dtype)
+        elif mode == "gru":
+            xr, xz, xn = F.linear(x, w_ih, b_ih).float().chunk(3, dim=1)
+            hr, hz, hn = F.linear(h[layer], w_hh, b_hh).float().chunk(3, dim=1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            hid = (1 - z) * torch.tanh(xn + r * hn) + z * h[layer].float()
+        else:
+            pre = F.linear(x, w_ih, b_ih) + F.linear(h[layer], w_hh, b_hh)
+            hid = torch.tanh(pre) if mode == "rnn_tanh" else torch.relu(pre)
+        h[layer] = hid.to(h[layer].dtype)
         x = h[layer]
     return pick(F.linear(x, head_w, head_b), *sampler, rows=rows, pos=pos)
 
 
 def _generate_python(
     tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p, argmax,
-    seed, offset,
+    seed, offset, mode="lstm",
 ):  # fmt: skip
     """The same loop in PyTorch, one step at a time (any device and dtype); on
-    CUDA, whole chunks of steps replay as CUDA graphs (_generate_graphed)."""
+    CUDA, whole chunks of steps replay as CUDA graphs (_generate_graphed).
+    c0 is None but for an LSTM, and so is the c returned."""
     tokens = tokens.to(h0.device)
     if not (h0.is_cuda and torch.cuda.is_current_stream_capturing()):  # the check syncs
         _check_tokens(tokens, embed.shape[0] if embed is not None else head_w.shape[0])
     sampler = (temperature, top_k, top_p, argmax, seed)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
-    h, c = list(h0.unbind(0)), list(c0.unbind(0))
+    h, c = list(h0.unbind(0)), [] if c0 is None else list(c0.unbind(0))
     cur, out, done = tokens, [], 0
     if h0.is_cuda and steps >= 2 * GRAPH_CHUNK and not torch.cuda.is_current_stream_capturing():
         ids, cur, h, c = _generate_graphed(
             tokens, h0, c0, embed, weights, head_w, head_b, steps // GRAPH_CHUNK, sampler, rows,
-            offset,
+            offset, mode=mode,
         )  # fmt: skip
         out, done = [ids], ids.shape[1]
     for s in range(done, steps):
-        cur = _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, offset + s)
+        cur = _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, offset + s, mode)
         out.append(cur.unsqueeze(1))
     ids = torch.cat(out, dim=1) if out else tokens.new_empty((tokens.shape[0], 0))
-    return ids, torch.stack(h), torch.stack(c)
+    return ids, torch.stack(h), torch.stack(c) if c else None
 
 
 # Steps per CUDA graph: ~10 kernels per layer and step plus the sampler's ~30,
@@ -222,7 +280,8 @@ GRAPH_CHUNK = 32
 
 
 def _generate_graphed(
-    tokens, h0, c0, embed, weights, head_w, head_b, chunks, sampler, rows, offset, capture=True
+    tokens, h0, c0, embed, weights, head_w, head_b, chunks, sampler, rows, offset, capture=True,
+    mode="lstm",
 ):  # fmt: skip
     """`chunks` x GRAPH_CHUNK steps of _step on CUDA: the chunk is captured once
     as a CUDA graph (which also moves the state buffers on), then replayed.
@@ -231,14 +290,14 @@ def _generate_graphed(
     Returns ids [B, chunks * GRAPH_CHUNK], the last sampled tokens [B], h and c (lists)."""
     cur = tokens.clone()
     h = [t.clone() for t in h0.unbind(0)]
-    c = [t.clone() for t in c0.unbind(0)]
+    c = [] if c0 is None else [t.clone() for t in c0.unbind(0)]
     pos = torch.tensor(offset, device=h0.device, dtype=torch.int64)
     ids = tokens.new_empty((tokens.shape[0], GRAPH_CHUNK))
 
     def chunk() -> None:
         hh, cc, nxt = list(h), list(c), cur
         for s in range(GRAPH_CHUNK):
-            nxt = _step(nxt, hh, cc, embed, weights, head_w, head_b, sampler, rows, pos + s)
+            nxt = _step(nxt, hh, cc, embed, weights, head_w, head_b, sampler, rows, pos + s, mode)
             ids[:, s] = nxt
         # The graph moves its own inputs on, so replays follow one another.
         cur.copy_(nxt)

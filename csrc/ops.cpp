@@ -18,6 +18,10 @@
 //       -> ids[B,steps] int64, h[L,B,H], c[L,B,H]     (CPU, fp32; sampler in cpu/sampler.h)
 //     Feeds `tokens`, samples the next token, feeds it, ... `steps` times; the random
 //     stream of row b at output position offset+s depends on (seed, b, offset+s) only.
+//   rnn_lm_generate(mode "gru" | "rnn_tanh" | "rnn_relu", tokens, h0[L,B,H], embed,
+//       weights (nn.GRU's / nn.RNN's flat list: w_ih[G*H,I], w_hh[G*H,H][, b_ih, b_hh]
+//       per layer, G = 3 for gru, 1 otherwise), head_w, head_b, steps, sampler args)
+//       -> ids[B,steps] int64, h[L,B,H]      (CPU, fp32; the same sampler and streams)
 #include <Python.h>
 #include <torch/library.h>
 
@@ -43,6 +47,11 @@ TORCH_LIBRARY(charrnn_fast, m) {
       "lstm_lm_generate(Tensor tokens, Tensor h0, Tensor c0, Tensor? embed, Tensor[] weights,"
       " Tensor head_w, Tensor? head_b, int steps, float temperature, int top_k, float top_p,"
       " bool argmax, int seed, int offset) -> (Tensor, Tensor, Tensor)");
+  // The same for GRU and vanilla-RNN language models (no cell state).
+  m.def(
+      "rnn_lm_generate(str mode, Tensor tokens, Tensor h0, Tensor? embed, Tensor[] weights,"
+      " Tensor head_w, Tensor? head_b, int steps, float temperature, int top_k, float top_p,"
+      " bool argmax, int seed, int offset) -> (Tensor, Tensor)");
 }
 
 // A plain C module: importing it runs the static registrations above. The

@@ -10,10 +10,10 @@ float32 calls on the CPU go to ATen's fused LSTM (oneDNN's RNN primitive,
 exactly what nn.LSTM computes) where that was measured faster
 (bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
 gradient: inference, eval, sampling: oneDNN's forward runs near the FMA peak),
-and calls that need gradients except where our kernels win
-(`_ours_wins_training`: AVX-512, H <= 512 and at least 12 rows per thread; oneDNN's
-backward costs more than twice its forward). A call that needs gradients in eval mode runs
-ATen with train=True and no dropout, so backward works as in training.
+and calls that need gradients except inside the box where our kernels were
+measured faster (`_ours_wins_training`: AVX-512, 128 <= H <= 512, T >= 50
+and at least 12 rows per thread). A call that needs gradients in eval mode
+runs ATen with train=True and no dropout, so backward works as in training.
 torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
 CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
 """
@@ -61,16 +61,24 @@ def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
 
 
 def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
-    """Whether our kernels beat ATen's fused LSTM for a call that needs gradients,
-    by the measurements in bench/results/ (see the module docstring)."""
-    # Measured (bench/results/2026-12-01-cpu-*-interleaved*): ours 1.04-1.6x
-    # at H = 128 and 512 with 1 or 2 threads, 0.84-0.91x at H = 1024 (W_hh, 16
-    # MB, no longer fits in cache and oneDNN streams it better), 1.0x at B = 1.
-    # Each thread owns whole rows, so below ~12 rows per thread it idles.
-    # AVX2 (a Zen 3 EPYC, bench/results/2026-12-01-cpu-zen3-*): our kernels
-    # took 1.3-3x the time of an equal-flop oneDNN GEMM and the module ran at
-    # 0.58-0.76x of nn.LSTM, so there ATen serves (see the AVX2 note below).
-    return _ops.cpu_vector_width() == 16 and H <= 512 and 12 * torch.get_num_threads() <= B
+    """Whether our kernels beat ATen's fused LSTM for a call that needs gradients:
+    only inside the box where that was measured (bench/results/, see the module
+    docstring); everywhere else ATen serves, which is what nn.LSTM runs."""
+    # AVX-512 (Zen 5, bench/results/2026-12-01-cpu-amd-epyc-*): ours 1.04-1.6x
+    # at H = 128 and 512, T = 50 and 100, 1 or 2 threads; 0.84-0.91x at
+    # H = 1024 (W_hh, 16 MB, no longer fits in cache and oneDNN streams it
+    # better); 1.0x at B = 1. Each thread owns whole rows, so below ~12 rows
+    # per thread it idles. Short sequences: each call packs W_hh and W_ih and
+    # allocates its buffers, a fixed cost that T = 1-5 does not amortise
+    # (0.61-0.81x on a Zen 3, bench/results/2026-12-01-cpu-zen3-avx2.md).
+    # AVX2 (that Zen 3): our kernels took 1.5-2.2x the time of an equal-flop
+    # oneDNN GEMM and the module ran at 0.58-0.86x of nn.LSTM, so ATen serves.
+    return (
+        _ops.cpu_vector_width() == 16
+        and 128 <= H <= 512
+        and T >= 50
+        and 12 * torch.get_num_threads() <= B
+    )
 
 
 def aten_serves(
@@ -104,6 +112,6 @@ BACKEND = Backend(
     + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
     + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
     "primitive) where it is faster: forward-only calls, and calls that need gradients "
-    "unless AVX-512, H <= 512 and B >= 12 x threads",
+    "unless AVX-512, 128 <= H <= 512, T >= 50 and B >= 12 x threads",
     project=_project,
 )

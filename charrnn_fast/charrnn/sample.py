@@ -3,11 +3,11 @@
 The prime text is fed in one forward pass; then each step samples the next
 token (charrnn_fast.generate.pick: softmax(logits / temperature), optionally
 restricted to the top k and/or the top-p nucleus, or the argmax) and feeds it
-back with the carried hidden state. An LSTM model on the CPU in float32 runs
-that loop in compiled code (charrnn_fast.generate.lstm_lm_generate: all
-layers, the head and the sampler, many tokens per call); GRU and vanilla RNN
-models, and other devices and dtypes, take one Python step per token with the
-same sampler. The random stream of row b at position p depends only on
+back with the carried hidden state. On the CPU in float32 that loop runs in
+compiled code (charrnn_fast.generate.lstm_lm_generate for an LSTM,
+rnn_lm_generate for a GRU or vanilla RNN: all layers, the head and the
+sampler, many tokens per call); other devices and dtypes run the same loop in
+PyTorch (CUDA: replayed as CUDA graphs), with the same sampler. The random stream of row b at position p depends only on
 (seed, b, p), so the same seed gives the same text on the same path however
 the work is split. Several samples (`num_samples`) are rows of one batch.
 Checkpoints load on the CPU first (map_location), so a model trained on a GPU
@@ -30,7 +30,7 @@ from charrnn_fast.charrnn.checkpoint import load_checkpoint
 from charrnn_fast.charrnn.errors import CheckpointError, UserError
 from charrnn_fast.charrnn.model import CharRNN, build_model
 from charrnn_fast.charrnn.vocab import Vocab
-from charrnn_fast.generate import lstm_lm_generate, pick
+from charrnn_fast.generate import lstm_lm_generate, pick, rnn_lm_generate
 
 
 def load_model(
@@ -64,22 +64,28 @@ def _check_options(temperature: float, top_k: int, top_p: float, argmax: bool) -
 _FIRST_CHUNK, _MAX_CHUNK, _CHUNK_SECONDS = 8, 4096, 0.05
 
 
-def _lstm_chunks(
+def _decode_chunks(
     model: CharRNN, start: torch.Tensor, state, length: int, options: dict
 ) -> Iterator[torch.Tensor]:
     """Token ids [B, n] chunk by chunk from the decode loop; `start` [B] not yet fed."""
     rnn = model.rnn
     weights = [getattr(rnn, n) for n in rnn._flat_weights_names]
     embed = model.embed.weight if model.embed is not None else None
-    h, c = state
+    head = (model.head.weight, model.head.bias)
+    mode = "gru" if model.model_type == "gru" else f"rnn_{getattr(rnn, 'nonlinearity', '')}"
     done, chunk, tokens = 0, _FIRST_CHUNK, start
     while done < length:
         n = min(chunk, length - done)
         t0 = time.perf_counter()
-        ids, h, c = lstm_lm_generate(
-            tokens, h, c, embed, weights, model.head.weight, model.head.bias, n, offset=done,
-            **options,
-        )  # fmt: skip
+        if model.model_type == "lstm":
+            ids, *state = lstm_lm_generate(
+                tokens, *state, embed, weights, *head, n, offset=done, **options
+            )
+        else:
+            ids, h = rnn_lm_generate(
+                mode, tokens, state[0], embed, weights, *head, n, offset=done, **options
+            )
+            state = (h,)
         if time.perf_counter() - t0 < _CHUNK_SECONDS:
             chunk = min(2 * chunk, _MAX_CHUNK)
         tokens, done = ids[:, -1], done + n
@@ -89,7 +95,8 @@ def _lstm_chunks(
 def _step_chunks(
     model: CharRNN, start: torch.Tensor, state, length: int, options: dict
 ) -> Iterator[torch.Tensor]:
-    """The same as _lstm_chunks, one model call per token (GRU, RNN)."""
+    """The same as _decode_chunks, one model call per token (bidirectional or
+    projected layers, which the decode loops do not cover)."""
     rows = torch.arange(start.shape[0], device=start.device)
     tokens = start
     for p in range(length):
@@ -100,7 +107,7 @@ def _step_chunks(
 
 def _uses_decode_loop(model: CharRNN) -> bool:
     rnn = model.rnn
-    return model.model_type == "lstm" and not rnn.bidirectional and rnn.proj_size == 0
+    return not rnn.bidirectional and getattr(rnn, "proj_size", 0) == 0
 
 
 @torch.no_grad()
@@ -145,7 +152,7 @@ def generate_rows(
     x = torch.tensor([ids[:-1]] * rows, dtype=torch.long, device=device)  # [rows, T-1]
     state = model(x)[1] if x.shape[1] > 0 else model.init_state(rows, device)
     start = torch.full((rows,), ids[-1], dtype=torch.long, device=device)
-    chunks = _lstm_chunks if _uses_decode_loop(model) else _step_chunks
+    chunks = _decode_chunks if _uses_decode_loop(model) else _step_chunks
     for chunk in chunks(model, start, state, length, options):
         got = chunk.tolist()
         pieces = ["".join(d(i) for i in r) for d, r in zip(decoders, got)]

@@ -18,24 +18,17 @@
 
 #include <algorithm>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "decode_common.h"
 #include "fused.h"
 #include "sampler.h"
 
 namespace charrnn_fast {
 namespace {
 
-void check_f32(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
-  TORCH_CHECK(t.sizes() == shape, "charrnn_fast: lstm_lm_generate: ", name, " must have shape ",
-              shape, ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kFloat, "charrnn_fast: lstm_lm_generate: ", name,
-              " must be float32 on the CPU (other dtypes take the Python loop), got ",
-              t.scalar_type());
-  TORCH_CHECK(t.device().is_cpu(), "charrnn_fast: lstm_lm_generate: ", name,
-              " must be on the CPU, got ", t.device());
-}
+using cpu::check_f32;
+constexpr const char* kOp = "lstm_lm_generate";
 
 // The model in the layouts of fused.h: per layer W = [W_ih | W_hh] in gate
 // panels (layer 0 one-hot: W_hh only, its input projection is a row of
@@ -89,69 +82,6 @@ Packed pack_model(const cpu::FusedKernels* k, at::TensorList weights, const at::
   return m;
 }
 
-// What identifies a weight tensor between calls: its storage (held weakly, so
-// a dropped model is not kept alive), data pointer and shape; its version
-// counter changes with every in-place update (an optimizer step,
-// load_state_dict). Writes that bypass it (through `.data`, numpy, another
-// process's shared memory) are not seen: pass new tensors after those.
-struct WeightId {
-  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
-  const void* ptr;
-  int64_t version;
-  at::ScalarType dtype;
-  std::vector<int64_t> sizes, strides;
-
-  explicit WeightId(const at::Tensor& t)
-      : storage(t.storage().getWeakStorageImpl()),
-        ptr(t.const_data_ptr()),
-        version(t._version()),
-        dtype(t.scalar_type()),
-        sizes(t.sizes().vec()),
-        strides(t.strides().vec()) {}
-
-  bool same(const at::Tensor& t) const {
-    const auto alive = storage.lock();
-    return alive.get() == t.storage().unsafeGetStorageImpl() && ptr == t.const_data_ptr() &&
-           version == t._version() && dtype == t.scalar_type() && t.sizes().equals(sizes) &&
-           t.strides().equals(strides);
-  }
-};
-
-// The last packed model, reused while the same, unchanged weights come back:
-// packing 3x512's 20 MiB cost more than decoding 40 tokens, and
-// `charrnn-fast sample` calls once per printed chunk.
-// The caller's shared_ptr keeps the model alive while it decodes, whatever
-// other threads put in the cache meanwhile.
-std::shared_ptr<const Packed> packed_model(
-    const cpu::FusedKernels* k, at::TensorList weights, const at::Tensor& head_w,
-    const std::optional<at::Tensor>& head_b, int64_t L, int64_t H, int64_t E, int64_t V,
-    int64_t per_layer, bool bias, bool has_embed, const at::Tensor& h0) {
-  static std::mutex mu;
-  static std::vector<WeightId> ids;
-  static std::shared_ptr<const Packed> last;
-  std::vector<at::Tensor> all(weights.begin(), weights.end());
-  all.push_back(head_w);
-  if (head_b.has_value()) all.push_back(*head_b);
-  // Inference tensors keep no version counter: pack them on every call.
-  const bool cacheable = std::none_of(all.begin(), all.end(),
-                                      [](const at::Tensor& t) { return t.is_inference(); });
-  if (!cacheable) {
-    return std::make_shared<const Packed>(
-        pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, has_embed, h0));
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  bool hit = last != nullptr && ids.size() == all.size() && last->K.size() == size_t(L) &&
-             (last->onehot_rows.defined() == !has_embed);
-  for (size_t i = 0; hit && i < all.size(); ++i) hit = ids[i].same(all[i]);
-  if (!hit) {
-    last = std::make_shared<const Packed>(
-        pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, has_embed, h0));
-    ids.clear();
-    for (const auto& t : all) ids.emplace_back(t);
-  }
-  return last;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
     const at::Tensor& tokens, const at::Tensor& h0, const at::Tensor& c0,
     const std::optional<at::Tensor>& embed, at::TensorList weights, const at::Tensor& head_w,
@@ -167,13 +97,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
   TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: lstm_lm_generate: head_w must be [V, H], got ",
               head_w.sizes());
   const int64_t V = head_w.size(0);
-  check_f32(h0, "h0", {L, B, H});
-  check_f32(c0, "c0", {L, B, H});
-  check_f32(head_w, "head_w", {V, H});
-  if (head_b.has_value()) check_f32(*head_b, "head_b", {V});
-  TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 1 && tokens.size(0) == B,
-              "charrnn_fast: lstm_lm_generate: tokens must be int64 [B] with B = ", B, ", got ",
-              tokens.scalar_type(), " ", tokens.sizes());
+  check_f32(kOp, h0, "h0", {L, B, H});
+  check_f32(kOp, c0, "c0", {L, B, H});
+  check_f32(kOp, head_w, "head_w", {V, H});
+  if (head_b.has_value()) check_f32(kOp, *head_b, "head_b", {V});
   TORCH_CHECK(steps >= 0, "charrnn_fast: lstm_lm_generate: steps must be >= 0, got ", steps);
   check_sampler_args(temperature, top_k, top_p, argmax);
   const int64_t per_layer = static_cast<int64_t>(weights.size()) / std::max<int64_t>(L, 1);
@@ -183,26 +110,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
               "layer (w_ih, w_hh[, b_ih, b_hh]) for L = ", L, " layers, got ", weights.size());
   const bool bias = per_layer == 4;
   const int64_t E = embed.has_value() ? embed->size(1) : V;  // layer-0 input size
-  if (embed.has_value()) check_f32(*embed, "embed", {V, E});
+  if (embed.has_value()) check_f32(kOp, *embed, "embed", {V, E});
+  cpu::check_tokens(kOp, tokens, B, V);
   const at::Tensor tok = tokens.contiguous();
   const int64_t* tok_p = tok.const_data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(tok_p[b] >= 0 && tok_p[b] < V, "charrnn_fast: lstm_lm_generate: tokens[", b,
-                "] = ", tok_p[b], " is outside the vocabulary [0, ", V, ")");
-  }
 
   // Every weight is checked here, before the packed-model lookup: a cache hit
   // (same tensors) then implies the same shapes, E included.
   for (int64_t l = 0; l < L; ++l) {
-    check_f32(weights[l * per_layer], "w_ih", {G, l == 0 ? E : H});
-    check_f32(weights[l * per_layer + 1], "w_hh", {G, H});
+    check_f32(kOp, weights[l * per_layer], "w_ih", {G, l == 0 ? E : H});
+    check_f32(kOp, weights[l * per_layer + 1], "w_hh", {G, H});
     if (bias) {
-      check_f32(weights[l * per_layer + 2], "b_ih", {G});
-      check_f32(weights[l * per_layer + 3], "b_hh", {G});
+      check_f32(kOp, weights[l * per_layer + 2], "b_ih", {G});
+      check_f32(kOp, weights[l * per_layer + 3], "b_hh", {G});
     }
   }
-  const std::shared_ptr<const Packed> model = packed_model(
-      k, weights, head_w, head_b, L, H, E, V, per_layer, bias, embed.has_value(), h0);
+  static cpu::LastPacked<Packed> cache;
+  std::vector<at::Tensor> sources(weights.begin(), weights.end());
+  sources.push_back(head_w);
+  if (head_b.has_value()) sources.push_back(*head_b);
+  const std::shared_ptr<const Packed> model =
+      cache.get(sources, L * 2 + (embed.has_value() ? 1 : 0), [&] {
+        return pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, embed.has_value(), h0);
+      });
   const Packed& m = *model;
   const std::vector<at::Tensor>& packed = m.packed;
   const std::vector<at::Tensor>& bias_sum = m.bias_sum;

@@ -124,3 +124,21 @@ def test_gpu_trained_model_samples_on_cpu(tmp_path):
     assert next(model.parameters()).device.type == "cpu"
     assert all(t.device.type == "cpu" for t in raw["model"].values())
     assert len(sample(ckpt, length=20, seed=0)) >= 20
+
+
+@pytest.mark.parametrize("kind,embedding_dim", [("gru", 0), ("rnn", 8), ("lstm", 8)])
+def test_decode_loop_writes_what_one_model_call_per_token_writes(monkeypatch, kind, embedding_dim):
+    # GRU and vanilla-RNN models decode in compiled code too (rnn_lm_generate);
+    # the text must be what stepping the model itself gives, same seed.
+    from charrnn_fast.charrnn import sample as S
+    from charrnn_fast.charrnn.model import CharRNN
+    from charrnn_fast.charrnn.vocab import Vocab
+
+    vocab = Vocab.from_text(TEXT)
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), 24, 2, model=kind, embedding_dim=embedding_dim).eval()
+    kw = dict(length=120, prime="the ", seed=3, temperature=0.8, top_k=8)
+    fast = "".join(generate(model, vocab, **kw))
+    monkeypatch.setattr(S, "_uses_decode_loop", lambda m: False)
+    assert fast == "".join(generate(model, vocab, **kw))
+    assert len(fast) >= 124

@@ -120,17 +120,26 @@ def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval(auto):
 
 
 def test_training_calls_choose_by_shape(auto, monkeypatch, two_threads):
-    # Few rows: ATen (its per-step sync costs less than idle threads); many rows
-    # of H <= 512: our kernels with AVX-512, ATen with AVX2 (measured slower
-    # there); H = 1024: ATen. Overrides and an explicit other backend win.
+    # Our kernels serve calls that need gradients only inside the box where they
+    # were measured faster (backends/cpu.py): AVX-512, 128 <= H <= 512, T >= 50,
+    # at least 12 rows per thread. Outside it, and on AVX2, ATen's LSTM serves.
+    # Overrides and an explicit other backend win.
+    def aten(T: int, B: int, H: int) -> bool:
+        x = torch.empty(T, B, H)
+        weights = [torch.empty(4 * H, H), torch.empty(4 * H, H)]
+        return cpu.aten_serves(x, (x[:2, 0], x[:2, 0]), weights, "cpu", True)
+
+    rows, avx512 = 12 * torch.get_num_threads(), _ops.cpu_vector_width() == 16
+    assert aten(50, rows, 128) is not avx512
+    assert aten(100, 2 * rows, 512) is not avx512
+    assert aten(49, rows, 128)  # short sequences: our per-call packing does not pay
+    assert aten(50, rows - 1, 128)  # few rows: threads would idle
+    assert aten(50, rows, 64)  # unmeasured below H = 128
+    assert aten(50, rows, 1024)  # W_hh no longer fits in cache
     torch.manual_seed(0)
     ref = nn.LSTM(6, 10, 2)
     ours = charrnn_fast.from_torch(ref, backend="cpu").train()
     few, many = torch.randn(5, 2, 6), torch.randn(5, 12 * torch.get_num_threads(), 6)
-    for x, aten in ((few, True), (many, _ops.cpu_vector_width() != 16)):
-        assert cpu.aten_serves(x, (x, x), list(ours.parameters()), "cpu", True) is aten
-    wide = [torch.empty(4 * 1024, 6), torch.empty(4 * 1024, 1024)]  # H = 1024: ATen's
-    assert cpu.aten_serves(many, (many, many), wide, "cpu", True)
     monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "aten")
     assert cpu.aten_serves(many, (many, many), list(ours.parameters()), "cpu", True)
     monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "ours")

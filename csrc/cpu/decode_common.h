@@ -1,0 +1,104 @@
+// What the compiled decode loops (generate.cpp: LSTM, generate_rnn.cpp: GRU
+// and vanilla RNN) share: argument checks, and the cache that keeps the last
+// packed model while the same, unchanged weights come back.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace charrnn_fast::cpu {
+
+// A float32 CPU tensor of exactly `shape`, or an error naming op and argument.
+inline void check_f32(const char* op, const at::Tensor& t, const char* name,
+                      at::IntArrayRef shape) {
+  TORCH_CHECK(t.sizes() == shape, "charrnn_fast: ", op, ": ", name, " must have shape ", shape,
+              ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "charrnn_fast: ", op, ": ", name,
+              " must be float32 on the CPU (other dtypes take the Python loop), got ",
+              t.scalar_type());
+  TORCH_CHECK(t.device().is_cpu(), "charrnn_fast: ", op, ": ", name, " must be on the CPU, got ",
+              t.device());
+}
+
+// tokens: int64 [B], every value in [0, V).
+inline void check_tokens(const char* op, const at::Tensor& tokens, int64_t B, int64_t V) {
+  TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 1 && tokens.size(0) == B,
+              "charrnn_fast: ", op, ": tokens must be int64 [B] with B = ", B, ", got ",
+              tokens.scalar_type(), " ", tokens.sizes());
+  const at::Tensor tok = tokens.contiguous();
+  const int64_t* p = tok.const_data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(p[b] >= 0 && p[b] < V, "charrnn_fast: ", op, ": tokens[", b, "] = ", p[b],
+                " is outside the vocabulary [0, ", V, ")");
+  }
+}
+
+// What identifies a weight tensor between calls: its storage (held weakly, so
+// a dropped model is not kept alive), data pointer and shape; its version
+// counter changes with every in-place update (an optimizer step,
+// load_state_dict). Writes that bypass it (through `.data`, numpy, another
+// process's shared memory) are not seen: pass new tensors after those.
+struct WeightId {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const void* ptr;
+  int64_t version;
+  at::ScalarType dtype;
+  std::vector<int64_t> sizes, strides;
+
+  explicit WeightId(const at::Tensor& t)
+      : storage(t.storage().getWeakStorageImpl()),
+        ptr(t.const_data_ptr()),
+        version(t._version()),
+        dtype(t.scalar_type()),
+        sizes(t.sizes().vec()),
+        strides(t.strides().vec()) {}
+
+  bool same(const at::Tensor& t) const {
+    const auto alive = storage.lock();
+    return alive.get() == t.storage().unsafeGetStorageImpl() && ptr == t.const_data_ptr() &&
+           version == t._version() && dtype == t.scalar_type() && t.sizes().equals(sizes) &&
+           t.strides().equals(strides);
+  }
+};
+
+// The last model packed from `sources` (and a `tag` for everything else that
+// shapes the packing), reused while the same, unchanged tensors come back:
+// packing a 3x512 model's 20 MiB costs more than decoding 40 tokens, and
+// `charrnn-fast sample` calls once per printed chunk. The caller's shared_ptr
+// keeps the model alive while it decodes, whatever other threads put here.
+// Inference tensors keep no version counter: those are packed on every call.
+template <typename Model>
+class LastPacked {
+ public:
+  template <typename Make>
+  std::shared_ptr<const Model> get(const std::vector<at::Tensor>& sources, int64_t tag,
+                                   const Make& make) {
+    if (std::any_of(sources.begin(), sources.end(),
+                    [](const at::Tensor& t) { return t.is_inference(); })) {
+      return std::make_shared<const Model>(make());
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    bool hit = last_ != nullptr && tag_ == tag && ids_.size() == sources.size();
+    for (size_t i = 0; hit && i < sources.size(); ++i) hit = ids_[i].same(sources[i]);
+    if (!hit) {
+      last_ = std::make_shared<const Model>(make());
+      tag_ = tag;
+      ids_.clear();
+      for (const auto& t : sources) ids_.emplace_back(t);
+    }
+    return last_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<WeightId> ids_;
+  int64_t tag_ = 0;
+  std::shared_ptr<const Model> last_;
+};
+
+}  // namespace charrnn_fast::cpu

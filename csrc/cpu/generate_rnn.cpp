@@ -1,0 +1,197 @@
+// rnn_lm_generate on the CPU: the decode loop of a GRU or vanilla-RNN language
+// model (token -> embedding or one-hot -> layers -> linear head -> sampler ->
+// next token) for `steps` tokens in one call, fp32. The LSTM's loop is
+// generate.cpp; this one serves the other two cells of char-rnn's
+// comparison, so that sampling from them is not one Python step per token.
+//
+// Per layer and step, two register-blocked GEMMs of fused.h (input and hidden
+// projections, each with its bias: a GRU's candidate gate needs W_hn h + b_hn
+// on its own) and one pointwise pass. Each thread owns a block of rows for all
+// steps: rows never interact, so there is no synchronisation. The sampler is
+// sampler.h's, shared with the LSTM loop and mirrored by the Python fallback
+// (charrnn_fast/generate.py).
+// Legend: L layers, B rows (streams), H hidden units, V vocabulary, E
+// embedding size, G gates per unit (3 for "gru", 1 for "rnn_tanh"/"rnn_relu").
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "decode_common.h"
+#include "fused.h"
+#include "pointwise.h"
+#include "sampler.h"
+
+namespace charrnn_fast {
+namespace {
+
+using cpu::check_f32;
+constexpr const char* kOp = "rnn_lm_generate";
+
+enum class Cell { kGru, kTanh, kRelu };
+
+// Per layer: W_ih and W_hh in column panels, their biases (zeros without
+// bias), and for one-hot input W_ih0^T + b_ih0 as a [V, G*H] table.
+struct Packed {
+  std::vector<at::Tensor> w_ih, w_hh, b_ih, b_hh;
+  at::Tensor onehot_rows, head;
+};
+
+Packed pack_model(const cpu::FusedKernels& k, at::TensorList weights, const at::Tensor& head_w,
+                  int64_t L, int64_t N, int64_t H, int64_t E, int64_t V, bool bias,
+                  bool has_embed) {
+  const int64_t per = bias ? 4 : 2;
+  Packed m;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t in = l == 0 ? E : H;
+    const at::Tensor w_ih = weights[l * per].contiguous();
+    m.b_ih.push_back(bias ? weights[l * per + 2].contiguous() : at::zeros({N}, w_ih.options()));
+    m.b_hh.push_back(bias ? weights[l * per + 3].contiguous() : at::zeros({N}, w_ih.options()));
+    if (l == 0 && !has_embed) {
+      m.onehot_rows = (w_ih.t() + m.b_ih[0]).contiguous();  // [V, N]
+      m.w_ih.emplace_back();
+    } else {
+      m.w_ih.push_back(cpu::pack_columns(k, w_ih, N, in, in, 1));
+    }
+    m.w_hh.push_back(cpu::pack_columns(k, weights[l * per + 1].contiguous(), N, H, H, 1));
+  }
+  m.head = cpu::pack_columns(k, head_w.contiguous(), V, H, H, 1);
+  return m;
+}
+
+// The new hidden state of one row from its projections gx, gh [G*H] (biases
+// included) and its state h [H], in place. PyTorch's gate order r, z, n.
+void cell_update(Cell cell, const float* gx, const float* gh, float* h, int64_t H) {
+  if (cell == Cell::kGru) {
+    for (int64_t j = 0; j < H; ++j) {
+      const float r = cpu::sigmoid(gx[j] + gh[j]);
+      const float z = cpu::sigmoid(gx[H + j] + gh[H + j]);
+      const float n = cpu::tanh_fast(gx[2 * H + j] + r * gh[2 * H + j]);
+      h[j] = (1.0f - z) * n + z * h[j];
+    }
+  } else if (cell == Cell::kTanh) {
+    for (int64_t j = 0; j < H; ++j) h[j] = cpu::tanh_fast(gx[j] + gh[j]);
+  } else {
+    for (int64_t j = 0; j < H; ++j) h[j] = std::max(gx[j] + gh[j], 0.0f);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
+    c10::string_view mode, const at::Tensor& tokens, const at::Tensor& h0,
+    const std::optional<at::Tensor>& embed, at::TensorList weights, const at::Tensor& head_w,
+    const std::optional<at::Tensor>& head_b, int64_t steps, double temperature, int64_t top_k,
+    double top_p, bool argmax, int64_t seed, int64_t offset) {
+  const cpu::FusedKernels* k = cpu::fused_kernels();
+  TORCH_CHECK(k != nullptr,
+              "charrnn_fast: rnn_lm_generate needs a CPU with AVX2+FMA or AVX-512 "
+              "(the Python loop serves other CPUs)");
+  const std::string m(mode);
+  TORCH_CHECK(m == "gru" || m == "rnn_tanh" || m == "rnn_relu",
+              "charrnn_fast: rnn_lm_generate: mode must be 'gru', 'rnn_tanh' or 'rnn_relu', got '",
+              m, "'");
+  const Cell cell = m == "gru" ? Cell::kGru : (m == "rnn_tanh" ? Cell::kTanh : Cell::kRelu);
+  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: rnn_lm_generate: h0 must be [L, B, H], got ",
+              h0.sizes());
+  TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: rnn_lm_generate: head_w must be [V, H], got ",
+              head_w.sizes());
+  const int64_t L = h0.size(0), B = h0.size(1), H = h0.size(2), V = head_w.size(0);
+  const int64_t N = (cell == Cell::kGru ? 3 : 1) * H;  // projection width, G*H
+  check_f32(kOp, h0, "h0", {L, B, H});
+  check_f32(kOp, head_w, "head_w", {V, H});
+  if (head_b.has_value()) check_f32(kOp, *head_b, "head_b", {V});
+  TORCH_CHECK(steps >= 0, "charrnn_fast: rnn_lm_generate: steps must be >= 0, got ", steps);
+  check_sampler_args(temperature, top_k, top_p, argmax);
+  const int64_t n_weights = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(L > 0 && (n_weights == 2 * L || n_weights == 4 * L),
+              "charrnn_fast: rnn_lm_generate: weights must hold 2 (no bias) or 4 tensors per "
+              "layer (w_ih, w_hh[, b_ih, b_hh]) for L = ", L, " layers, got ", n_weights);
+  const bool bias = n_weights == 4 * L;
+  const int64_t per = bias ? 4 : 2;
+  const int64_t E = embed.has_value() ? embed->size(1) : V;  // layer-0 input size
+  if (embed.has_value()) check_f32(kOp, *embed, "embed", {V, E});
+  cpu::check_tokens(kOp, tokens, B, V);
+  // Every weight is checked before the packed-model lookup: a cache hit (the
+  // same tensors) then implies the same shapes.
+  for (int64_t l = 0; l < L; ++l) {
+    check_f32(kOp, weights[l * per], "w_ih", {N, l == 0 ? E : H});
+    check_f32(kOp, weights[l * per + 1], "w_hh", {N, H});
+    if (bias) {
+      check_f32(kOp, weights[l * per + 2], "b_ih", {N});
+      check_f32(kOp, weights[l * per + 3], "b_hh", {N});
+    }
+  }
+  static cpu::LastPacked<Packed> cache;
+  std::vector<at::Tensor> sources(weights.begin(), weights.end());
+  sources.push_back(head_w);
+  if (head_b.has_value()) sources.push_back(*head_b);
+  const int64_t tag = (L * 2 + (embed.has_value() ? 1 : 0)) * 3 + static_cast<int64_t>(cell);
+  const std::shared_ptr<const Packed> model = cache.get(sources, tag, [&] {
+    return pack_model(*k, weights, head_w, L, N, H, E, V, bias, embed.has_value());
+  });
+  const Packed& pm = *model;
+  const at::Tensor head_bias = head_b.has_value() ? head_b->contiguous() : at::Tensor();
+  const float* hb_p = head_bias.defined() ? head_bias.const_data_ptr<float>() : nullptr;
+  const at::Tensor tok = tokens.contiguous();
+  const int64_t* tok_p = tok.const_data_ptr<int64_t>();
+  const float* emb_p = embed.has_value() ? embed->const_data_ptr<float>() : nullptr;
+
+  at::Tensor h = h0.clone();  // [L, B, H], updated in place
+  at::Tensor ids = at::empty({B, steps}, tokens.options());
+  float* h_p = h.data_ptr<float>();
+  int64_t* ids_p = ids.data_ptr<int64_t>();
+  const Sampler sampler{temperature, top_k, top_p, argmax, static_cast<uint64_t>(seed)};
+
+  // The decode loop on rows [b0, b1), all steps.
+  auto run = [&](int64_t b0, int64_t b1) {
+    const int64_t nb = b1 - b0;
+    std::vector<float> x(emb_p != nullptr ? nb * E : 0), gx(nb * N), gh(nb * N), logits(nb * V);
+    std::vector<int64_t> cur(tok_p + b0, tok_p + b1);
+    SamplerScratch scratch(V);
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int64_t l = 0; l < L; ++l) {
+        float* hl = h_p + (l * B + b0) * H;  // this block's rows of layer l, [nb, H]
+        if (l == 0 && emb_p == nullptr) {
+          for (int64_t r = 0; r < nb; ++r) {
+            const float* src = pm.onehot_rows.const_data_ptr<float>() + cur[r] * N;
+            std::copy(src, src + N, gx.data() + r * N);
+          }
+        } else {
+          const float* a = h_p + ((l - 1) * B + b0) * H;  // the layer below, [nb, H]
+          int64_t in = H;
+          if (l == 0) {
+            for (int64_t r = 0; r < nb; ++r) {
+              std::copy(emb_p + cur[r] * E, emb_p + (cur[r] + 1) * E, x.data() + r * E);
+            }
+            a = x.data();
+            in = E;
+          }
+          k->gemm({nb, N, in, a, in, pm.w_ih[l].const_data_ptr<float>(),
+                   pm.b_ih[l].const_data_ptr<float>(), gx.data(), N});
+        }
+        k->gemm({nb, N, H, hl, H, pm.w_hh[l].const_data_ptr<float>(),
+                 pm.b_hh[l].const_data_ptr<float>(), gh.data(), N});
+        for (int64_t r = 0; r < nb; ++r) {
+          cell_update(cell, gx.data() + r * N, gh.data() + r * N, hl + r * H, H);
+        }
+      }
+      k->gemm({nb, V, H, h_p + ((L - 1) * B + b0) * H, H, pm.head.const_data_ptr<float>(), hb_p,
+               logits.data(), V});
+      for (int64_t r = 0; r < nb; ++r) {
+        cur[r] = sampler.pick(logits.data() + r * V, V, b0 + r, offset + s, scratch);
+        ids_p[(b0 + r) * steps + s] = cur[r];
+      }
+    }
+  };
+  at::parallel_for(0, B, 1, run);
+  return {ids, h};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(charrnn_fast, CPU, m) { m.impl("rnn_lm_generate", &rnn_lm_generate_cpu); }
+
+}  // namespace charrnn_fast
