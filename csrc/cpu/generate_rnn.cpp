@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <memory>
@@ -63,20 +64,22 @@ Packed pack_model(const cpu::FusedKernels& k, at::TensorList weights, const at::
   return m;
 }
 
-// The new hidden state of one row from its projections gx, gh [G*H] (biases
-// included) and its state h [H], in place. PyTorch's gate order r, z, n.
-void cell_update(Cell cell, const float* gx, const float* gh, float* h, int64_t H) {
+// The new hidden state of one row, units [j0, j1), from its projections gx,
+// gh [G*H] (biases included) and its state h [H], in place. PyTorch's gate
+// order r, z, n.
+void cell_update(Cell cell, const float* gx, const float* gh, float* h, int64_t H, int64_t j0,
+                 int64_t j1) {
   if (cell == Cell::kGru) {
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = j0; j < j1; ++j) {
       const float r = cpu::sigmoid(gx[j] + gh[j]);
       const float z = cpu::sigmoid(gx[H + j] + gh[H + j]);
       const float n = cpu::tanh_fast(gx[2 * H + j] + r * gh[2 * H + j]);
       h[j] = (1.0f - z) * n + z * h[j];
     }
   } else if (cell == Cell::kTanh) {
-    for (int64_t j = 0; j < H; ++j) h[j] = cpu::tanh_fast(gx[j] + gh[j]);
+    for (int64_t j = j0; j < j1; ++j) h[j] = cpu::tanh_fast(gx[j] + gh[j]);
   } else {
-    for (int64_t j = 0; j < H; ++j) h[j] = std::max(gx[j] + gh[j], 0.0f);
+    for (int64_t j = j0; j < j1; ++j) h[j] = std::max(gx[j] + gh[j], 0.0f);
   }
 }
 
@@ -145,48 +148,98 @@ std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
   int64_t* ids_p = ids.data_ptr<int64_t>();
   const Sampler sampler{temperature, top_k, top_p, argmax, static_cast<uint64_t>(seed)};
 
-  // The decode loop on rows [b0, b1), all steps.
-  auto run = [&](int64_t b0, int64_t b1) {
+  // The decode loop on rows [b0, b1), all steps. team: the nt threads of an
+  // OpenMP team share these rows and split the hidden units (each gate's
+  // columns of both projections, and the head's columns); they meet after the
+  // projections (before anyone overwrites the state they read), after each
+  // layer's update, after the head and after sampling (one thread samples).
+  const int64_t vw = k->vw, G = N / H;
+  const int64_t blocks = (H + vw - 1) / vw, head_blocks = (V + vw - 1) / vw;
+  std::vector<int64_t> shared_cur(tok_p, tok_p + B);
+  std::vector<float> shared(3 * B * std::max(N, V));  // team: gx, gh, logits
+  auto run = [&](int64_t b0, int64_t b1, int64_t tid, int64_t nt) {
+    const bool team = nt > 1;
     const int64_t nb = b1 - b0;
-    std::vector<float> x(emb_p != nullptr ? nb * E : 0), gx(nb * N), gh(nb * N), logits(nb * V);
-    std::vector<int64_t> cur(tok_p + b0, tok_p + b1);
+    const int64_t ub0 = blocks * tid / nt, ub1 = blocks * (tid + 1) / nt;  // unit blocks
+    const int64_t j0 = std::min(ub0 * vw, H), j1 = std::min(ub1 * vw, H);
+    const int64_t hb0 = head_blocks * tid / nt, hb1 = team ? head_blocks * (tid + 1) / nt : -1;
+    std::vector<float> x(emb_p != nullptr ? nb * E : 0), own(team ? 0 : 3 * nb * std::max(N, V));
+    float* gx = team ? shared.data() : own.data();
+    float* gh = gx + nb * std::max(N, V);
+    float* logits = gh + nb * std::max(N, V);
+    std::vector<int64_t> own_cur(tok_p + b0, tok_p + b1);
+    int64_t* cur = team ? shared_cur.data() : own_cur.data();
     SamplerScratch scratch(V);
+    // out[:, this thread's columns] = a W^T + bias: in a team, gate g's columns
+    // of units [j0, j1) (H is a multiple of vw there, so gates start on blocks).
+    auto project = [&](const float* a, int64_t K, const float* wp, const float* bias, float* out) {
+      if (!team) return k->gemm({nb, N, K, a, K, wp, bias, out, N});
+      for (int64_t g = 0; g < G; ++g) {
+        k->gemm({nb, N, K, a, K, wp, bias, out, N, g * blocks + ub0, g * blocks + ub1});
+      }
+    };
     for (int64_t s = 0; s < steps; ++s) {
       for (int64_t l = 0; l < L; ++l) {
-        float* hl = h_p + (l * B + b0) * H;  // this block's rows of layer l, [nb, H]
+        float* hl = h_p + (l * B + b0) * H;  // these rows of layer l, [nb, H]
         if (l == 0 && emb_p == nullptr) {
           for (int64_t r = 0; r < nb; ++r) {
             const float* src = pm.onehot_rows.const_data_ptr<float>() + cur[r] * N;
-            std::copy(src, src + N, gx.data() + r * N);
-          }
-        } else {
-          const float* a = h_p + ((l - 1) * B + b0) * H;  // the layer below, [nb, H]
-          int64_t in = H;
-          if (l == 0) {
-            for (int64_t r = 0; r < nb; ++r) {
-              std::copy(emb_p + cur[r] * E, emb_p + (cur[r] + 1) * E, x.data() + r * E);
+            for (int64_t g = 0; g < G; ++g) {  // this thread's columns only
+              std::copy(src + g * H + (team ? j0 : 0), src + g * H + (team ? j1 : H),
+                        gx + r * N + g * H + (team ? j0 : 0));
             }
-            a = x.data();
-            in = E;
           }
-          k->gemm({nb, N, in, a, in, pm.w_ih[l].const_data_ptr<float>(),
-                   pm.b_ih[l].const_data_ptr<float>(), gx.data(), N});
+        } else if (l == 0) {
+          for (int64_t r = 0; r < nb; ++r) {
+            std::copy(emb_p + cur[r] * E, emb_p + (cur[r] + 1) * E, x.data() + r * E);
+          }
+          project(x.data(), E, pm.w_ih[0].const_data_ptr<float>(),
+                  pm.b_ih[0].const_data_ptr<float>(), gx);
+        } else {
+          project(h_p + ((l - 1) * B + b0) * H, H, pm.w_ih[l].const_data_ptr<float>(),
+                  pm.b_ih[l].const_data_ptr<float>(), gx);
         }
-        k->gemm({nb, N, H, hl, H, pm.w_hh[l].const_data_ptr<float>(),
-                 pm.b_hh[l].const_data_ptr<float>(), gh.data(), N});
+        project(hl, H, pm.w_hh[l].const_data_ptr<float>(), pm.b_hh[l].const_data_ptr<float>(), gh);
+        if (team) {
+#pragma omp barrier
+        }
         for (int64_t r = 0; r < nb; ++r) {
-          cell_update(cell, gx.data() + r * N, gh.data() + r * N, hl + r * H, H);
+          cell_update(cell, gx + r * N, gh + r * N, hl + r * H, H, team ? j0 : 0, team ? j1 : H);
+        }
+        if (team) {
+#pragma omp barrier
         }
       }
       k->gemm({nb, V, H, h_p + ((L - 1) * B + b0) * H, H, pm.head.const_data_ptr<float>(), hb_p,
-               logits.data(), V});
-      for (int64_t r = 0; r < nb; ++r) {
-        cur[r] = sampler.pick(logits.data() + r * V, V, b0 + r, offset + s, scratch);
-        ids_p[(b0 + r) * steps + s] = cur[r];
+               logits, V, hb0, hb1});
+      if (team) {
+#pragma omp barrier
+      }
+      if (tid == 0) {
+        for (int64_t r = 0; r < nb; ++r) {
+          cur[r] = sampler.pick(logits + r * V, V, b0 + r, offset + s, scratch);
+          ids_p[(b0 + r) * steps + s] = cur[r];
+        }
+      }
+      if (team) {
+#pragma omp barrier
       }
     }
   };
-  at::parallel_for(0, B, 1, run);
+  // Weights beyond L2 (~1 MB) make each token a stream of them from L3 or
+  // memory: with few rows every thread streams its share of the units (as in
+  // generate.cpp). Otherwise each thread owns rows and never waits.
+  int64_t weight_bytes = pm.head.numel() * 4;
+  for (const auto& w : pm.w_ih) weight_bytes += w.defined() ? w.numel() * 4 : 0;
+  for (const auto& w : pm.w_hh) weight_bytes += w.numel() * 4;
+  const int nt = at::get_num_threads();
+  if (nt > 1 && B < 6 * nt && blocks >= 2 * nt && H % vw == 0 &&
+      weight_bytes > (int64_t{1} << 20)) {
+#pragma omp parallel num_threads(nt)
+    run(0, B, omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { run(b0, b1, 0, 1); });
+  }
   return {ids, h};
 }
 

@@ -148,3 +148,23 @@ def test_bad_arguments_are_named():
         op("gru", args[0], h, embed, weights[:3], *args[4:])
     with pytest.raises(RuntimeError, match="temperature must be > 0"):
         op("gru", *args[:7], 0.0, *args[8:])
+
+
+@needs_compiled
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("mode,H", [("gru", 272), ("rnn_tanh", 320)])
+def test_threads_sharing_rows_of_a_large_model(mode, H, B):
+    # Weights beyond 1 MB with few rows: the threads split the units of every
+    # gate and meet per layer (csrc/cpu/generate_rnn.cpp).
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    kw = dict(B=B, steps=12, L=2, H=H, V=40, seed=5, top_k=20)
+    try:
+        ours = call(torch.ops.charrnn_fast.rnn_lm_generate, mode, **kw)
+        embedded = call(torch.ops.charrnn_fast.rnn_lm_generate, mode, E=16, **kw)
+    finally:
+        torch.set_num_threads(before)
+    for got, E in ((ours, 0), (embedded, 16)):
+        ref = call(python_loop, mode, E=E, **kw)
+        assert torch.equal(got[0], ref[0])
+        torch.testing.assert_close(got[1], ref[1], rtol=0, atol=1e-5)
