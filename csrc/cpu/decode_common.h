@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace charrnn_fast::cpu {
@@ -36,6 +37,29 @@ inline void check_tokens(const char* op, const at::Tensor& tokens, int64_t B, in
     TORCH_CHECK(p[b] >= 0 && p[b] < V, "charrnn_fast: ", op, ": tokens[", b, "] = ", p[b],
                 " is outside the vocabulary [0, ", V, ")");
   }
+}
+
+// Checks every layer's weights (w_ih [N, E or H], w_hh [N, H], with biases
+// b_ih, b_hh [N]; N = gates x H) and returns what identifies the model for
+// LastPacked: the weights, head_w and head_b. Checked before the lookup, so a
+// cache hit (the same tensors) implies the same shapes.
+inline std::vector<at::Tensor> checked_sources(const char* op, at::TensorList weights, int64_t L,
+                                               int64_t N, int64_t H, int64_t E, bool bias,
+                                               const at::Tensor& head_w,
+                                               const std::optional<at::Tensor>& head_b) {
+  const int64_t per = bias ? 4 : 2;
+  for (int64_t l = 0; l < L; ++l) {
+    check_f32(op, weights[l * per], "w_ih", {N, l == 0 ? E : H});
+    check_f32(op, weights[l * per + 1], "w_hh", {N, H});
+    if (bias) {
+      check_f32(op, weights[l * per + 2], "b_ih", {N});
+      check_f32(op, weights[l * per + 3], "b_hh", {N});
+    }
+  }
+  std::vector<at::Tensor> sources(weights.begin(), weights.end());
+  sources.push_back(head_w);
+  if (head_b.has_value()) sources.push_back(*head_b);
+  return sources;
 }
 
 // What identifies a weight tensor between calls: its storage (held weakly, so

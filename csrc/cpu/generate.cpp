@@ -115,20 +115,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
   const at::Tensor tok = tokens.contiguous();
   const int64_t* tok_p = tok.const_data_ptr<int64_t>();
 
-  // Every weight is checked here, before the packed-model lookup: a cache hit
-  // (same tensors) then implies the same shapes, E included.
-  for (int64_t l = 0; l < L; ++l) {
-    check_f32(kOp, weights[l * per_layer], "w_ih", {G, l == 0 ? E : H});
-    check_f32(kOp, weights[l * per_layer + 1], "w_hh", {G, H});
-    if (bias) {
-      check_f32(kOp, weights[l * per_layer + 2], "b_ih", {G});
-      check_f32(kOp, weights[l * per_layer + 3], "b_hh", {G});
-    }
-  }
   static cpu::LastPacked<Packed> cache;
-  std::vector<at::Tensor> sources(weights.begin(), weights.end());
-  sources.push_back(head_w);
-  if (head_b.has_value()) sources.push_back(*head_b);
+  const auto sources = cpu::checked_sources(kOp, weights, L, G, H, E, bias, head_w, head_b);
   const std::shared_ptr<const Packed> model =
       cache.get(sources, L * 2 + (embed.has_value() ? 1 : 0), [&] {
         return pack_model(k, weights, head_w, L, H, E, V, per_layer, bias, embed.has_value(), h0);

@@ -113,24 +113,11 @@ std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
               "charrnn_fast: rnn_lm_generate: weights must hold 2 (no bias) or 4 tensors per "
               "layer (w_ih, w_hh[, b_ih, b_hh]) for L = ", L, " layers, got ", n_weights);
   const bool bias = n_weights == 4 * L;
-  const int64_t per = bias ? 4 : 2;
   const int64_t E = embed.has_value() ? embed->size(1) : V;  // layer-0 input size
   if (embed.has_value()) check_f32(kOp, *embed, "embed", {V, E});
   cpu::check_tokens(kOp, tokens, B, V);
-  // Every weight is checked before the packed-model lookup: a cache hit (the
-  // same tensors) then implies the same shapes.
-  for (int64_t l = 0; l < L; ++l) {
-    check_f32(kOp, weights[l * per], "w_ih", {N, l == 0 ? E : H});
-    check_f32(kOp, weights[l * per + 1], "w_hh", {N, H});
-    if (bias) {
-      check_f32(kOp, weights[l * per + 2], "b_ih", {N});
-      check_f32(kOp, weights[l * per + 3], "b_hh", {N});
-    }
-  }
   static cpu::LastPacked<Packed> cache;
-  std::vector<at::Tensor> sources(weights.begin(), weights.end());
-  sources.push_back(head_w);
-  if (head_b.has_value()) sources.push_back(*head_b);
+  const auto sources = cpu::checked_sources(kOp, weights, L, N, H, E, bias, head_w, head_b);
   const int64_t tag = (L * 2 + (embed.has_value() ? 1 : 0)) * 3 + static_cast<int64_t>(cell);
   const std::shared_ptr<const Packed> model = cache.get(sources, tag, [&] {
     return pack_model(*k, weights, head_w, L, N, H, E, V, bias, embed.has_value());
