@@ -151,7 +151,8 @@ case $MODE in
     step cuda_tests 110 1 "$PY" -m pytest -v -rfEs -p no:cacheprovider $(per_test 60) \
       tests/lstm/test_cuda.py tests/lstm/test_planners.py \
       tests/lstm/test_generate.py::test_cuda_graph_chunks_give_the_eager_loops_tokens_and_state \
-      tests/lstm/test_generate.py::test_cuda_uses_the_python_loop_with_the_same_tokens
+      tests/lstm/test_generate.py::test_cuda_uses_the_python_loop_with_the_same_tokens \
+      tests/lstm/test_generate_rnn.py::test_cuda_graph_chunks_give_the_eager_loops_tokens_and_state
     step bench_headline 70 1 env BENCH_ARGS="--modes fwd,fwdbwd --dtypes fp32,bf16" \
       bash -c 'bench_shapes cudnn,cuda char-rnn blog'
     # Without the caching allocator every tensor is its own allocation, so

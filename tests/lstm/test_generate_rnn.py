@@ -168,3 +168,23 @@ def test_threads_sharing_rows_of_a_large_model(mode, H, B):
         ref = call(python_loop, mode, E=E, **kw)
         assert torch.equal(got[0], ref[0])
         torch.testing.assert_close(got[1], ref[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_graph_chunks_give_the_eager_loops_tokens_and_state(monkeypatch, mode):
+    embed, weights, hw, hb = lm(mode)
+    dev = [w.cuda() for w in (*weights, hw, hb)]
+    g = torch.Generator().manual_seed(2)
+    tok = torch.randint(30, (3,), generator=g).cuda()
+    h0 = torch.randn(2, 3, 24, generator=g).cuda() * 0.5
+    steps = 2 * G.GRAPH_CHUNK + 7  # graphed chunks, then an eager tail
+    args = (mode, tok, h0, None, dev[:-2], dev[-2], dev[-1], steps)
+    graphed = G.rnn_lm_generate(*args, offset=11, seed=4, top_k=9)
+    monkeypatch.setattr(G, "GRAPH_CHUNK", 10**9)  # eager: one step per Python iteration
+    eager = G.rnn_lm_generate(*args, offset=11, seed=4, top_k=9)
+    assert torch.equal(graphed[0], eager[0])
+    torch.testing.assert_close(graphed[1], eager[1], rtol=0, atol=0)
+    cpu = G.rnn_lm_generate(mode, tok.cpu(), h0.cpu(), None, weights, hw, hb, 20, argmax=True)
+    assert torch.equal(cpu[0], G.rnn_lm_generate(*args[:7], 20, argmax=True)[0].cpu())
