@@ -4,6 +4,8 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -11,6 +13,8 @@
 #include <mutex>
 #include <optional>
 #include <vector>
+
+#include "sampler.h"
 
 namespace charrnn_fast::cpu {
 
@@ -124,5 +128,42 @@ class LastPacked {
   int64_t tag_ = 0;
   std::shared_ptr<const Model> last_;
 };
+
+// The next token of rows [b0, b1) from their logits [nb, V], into cur and
+// ids [B, steps] at step s. In a team (the threads of an OpenMP team sharing
+// these rows) one thread samples, after everyone's share of the logits and
+// before anyone feeds the tokens.
+inline void sample_rows(const Sampler& sampler, const float* logits, int64_t V, int64_t b0,
+                        int64_t nb, int64_t pos, int64_t s, int64_t steps, bool team, int64_t tid,
+                        int64_t* cur, int64_t* ids, SamplerScratch& scratch) {
+  if (team) {
+#pragma omp barrier
+  }
+  if (tid == 0) {
+    for (int64_t r = 0; r < nb; ++r) {
+      cur[r] = sampler.pick(logits + r * V, V, b0 + r, pos, scratch);
+      ids[(b0 + r) * steps + s] = cur[r];
+    }
+  }
+  if (team) {
+#pragma omp barrier
+  }
+}
+
+// Runs run(b0, b1, tid, nt) over all B rows. Weights beyond L2 (~1 MB) make
+// each token a stream of them from L3 or memory: with few rows, one OpenMP
+// team shares all rows and splits the units (`blocks` of them), so every core
+// streams its share. Otherwise threads own blocks of rows and never wait.
+// team_ok: whether the caller's split of units is possible at this shape.
+template <typename Run>
+void run_rows(int64_t B, int64_t blocks, int64_t weight_bytes, bool team_ok, const Run& run) {
+  const int nt = at::get_num_threads();
+  if (team_ok && nt > 1 && B < 6 * nt && blocks >= 2 * nt && weight_bytes > (int64_t{1} << 20)) {
+#pragma omp parallel num_threads(nt)
+    run(0, B, omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { run(b0, b1, 0, 1); });
+  }
+}
 
 }  // namespace charrnn_fast::cpu

@@ -192,32 +192,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
       k->gemm({nb, V, H, top, H, head.const_data_ptr<float>(),
                head_bias.defined() ? head_bias.const_data_ptr<float>() : nullptr, logits, V,
                hb0, team ? hb1 : -1});
-      if (team) {
-#pragma omp barrier
-      }
-      if (tid == 0) {
-        for (int64_t r = 0; r < nb; ++r) {
-          cur[r] = sampler.pick(logits + r * V, V, b0 + r, offset + s, scratch);
-          ids_p[(b0 + r) * steps + s] = cur[r];
-        }
-      }
-      if (team) {
-#pragma omp barrier
-      }
+      cpu::sample_rows(sampler, logits, V, b0, nb, offset + s, s, steps, team, tid, cur, ids_p,
+                       scratch);
     }
   };
-  // Weights beyond L2 (~1 MB) make each token a stream of them from L3 or
-  // memory: with few rows, every thread streams its share of the units.
-  // Otherwise (or with many rows) each thread owns rows and never waits.
   int64_t weight_bytes = head.numel() * 4;
   for (const auto& p : packed) weight_bytes += p.numel() * 4;
-  const int nt = at::get_num_threads();
-  if (nt > 1 && B < 6 * nt && blocks >= 2 * nt && weight_bytes > (int64_t{1} << 20)) {
-#pragma omp parallel num_threads(nt)
-    run(0, B, omp_get_thread_num(), omp_get_num_threads());
-  } else {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) { run(b0, b1, 0, 1); });
-  }
+  cpu::run_rows(B, blocks, weight_bytes, true, run);
   return {ids, h, c};
 }
 
