@@ -30,6 +30,14 @@ inline void check_f32(const char* op, const at::Tensor& t, const char* name,
               t.device());
 }
 
+// A model with at least one hidden unit and one token (nn.LSTM & co. refuse
+// hidden_size 0; the kernels and the sampler assume both).
+inline void check_sizes(const char* op, int64_t H, int64_t V) {
+  TORCH_CHECK(H >= 1 && V >= 1, "charrnn_fast: ", op,
+              ": h0's hidden size and head_w's vocabulary must be >= 1, got H = ", H, ", V = ",
+              V);
+}
+
 // tokens: int64 [B], every value in [0, V).
 inline void check_tokens(const char* op, const at::Tensor& tokens, int64_t B, int64_t V) {
   TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.dim() == 1 && tokens.size(0) == B,
@@ -157,6 +165,7 @@ inline void sample_rows(const Sampler& sampler, const float* logits, int64_t V, 
 // team_ok: whether the caller's split of units is possible at this shape.
 template <typename Run>
 void run_rows(int64_t B, int64_t blocks, int64_t weight_bytes, bool team_ok, const Run& run) {
+  if (B == 0) return;  // no rows: nothing to decode (the kernels assume rows >= 1)
   const int nt = at::get_num_threads();
   if (team_ok && nt > 1 && B < 6 * nt && blocks >= 2 * nt && weight_bytes > (int64_t{1} << 20)) {
 #pragma omp parallel num_threads(nt)

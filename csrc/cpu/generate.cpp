@@ -97,6 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
   TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: lstm_lm_generate: head_w must be [V, H], got ",
               head_w.sizes());
   const int64_t V = head_w.size(0);
+  cpu::check_sizes(kOp, H, V);
   check_f32(kOp, h0, "h0", {L, B, H});
   check_f32(kOp, c0, "c0", {L, B, H});
   check_f32(kOp, head_w, "head_w", {V, H});

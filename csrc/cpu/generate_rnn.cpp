@@ -102,6 +102,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
   TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: rnn_lm_generate: head_w must be [V, H], got ",
               head_w.sizes());
   const int64_t L = h0.size(0), B = h0.size(1), H = h0.size(2), V = head_w.size(0);
+  cpu::check_sizes(kOp, H, V);
   const int64_t N = (cell == Cell::kGru ? 3 : 1) * H;  // projection width, G*H
   check_f32(kOp, h0, "h0", {L, B, H});
   check_f32(kOp, head_w, "head_w", {V, H});

@@ -188,3 +188,32 @@ def test_cuda_graph_chunks_give_the_eager_loops_tokens_and_state(monkeypatch, mo
     torch.testing.assert_close(graphed[1], eager[1], rtol=0, atol=0)
     cpu = G.rnn_lm_generate(mode, tok.cpu(), h0.cpu(), None, weights, hw, hb, 20, argmax=True)
     assert torch.equal(cpu[0], G.rnn_lm_generate(*args[:7], 20, argmax=True)[0].cpu())
+
+
+@needs_compiled
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_no_rows_and_empty_sizes(mode):
+    # B = 0 returns empty results (it used to reach a kernel that divides by
+    # the row count); H = 0 or V = 0 is refused with a message, not a crash.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for H in (24, 320):  # rows owned by threads; a team sharing the units
+            embed, weights, hw, hb = lm(mode if mode != "lstm" else "gru", H=H)
+            if mode == "lstm":
+                rnn = nn.LSTM(30, H, 2)
+                weights = [getattr(rnn, n).detach() for n in rnn._flat_weights_names]
+            tok, h = torch.zeros(0, dtype=torch.long), torch.zeros(2, 0, H)
+            if mode == "lstm":
+                out = G.lstm_lm_generate(tok, h, h, None, weights, hw, hb, 5)
+                assert out[2].shape == (2, 0, H)
+            else:
+                out = G.rnn_lm_generate(mode, tok, h, None, weights, hw, hb, 5)
+            assert out[0].shape == (0, 5) and out[1].shape == (2, 0, H)
+    finally:
+        torch.set_num_threads(before)
+    op = torch.ops.charrnn_fast.rnn_lm_generate
+    empty = torch.zeros(2, 1, 0)
+    with pytest.raises(RuntimeError, match="hidden size and head_w's vocabulary must be >= 1"):
+        op("gru", torch.tensor([0]), empty, None, [], torch.zeros(3, 0), None, 5, 1.0, 0, 1.0,
+           False, 0, 0)  # fmt: skip
