@@ -161,8 +161,8 @@ def lstm_lm_generate(
     )  # fmt: skip
 
 
-# Gates per unit of each non-LSTM cell, by the mode names of nn.RNNBase.
-RNN_MODES = {"gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# The non-LSTM cells, by nn.RNNBase's mode names (lower-cased).
+RNN_MODES = ("gru", "rnn_relu", "rnn_tanh")
 
 
 @torch.no_grad()

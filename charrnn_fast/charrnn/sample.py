@@ -72,12 +72,12 @@ def _decode_chunks(
     weights = [getattr(rnn, n) for n in rnn._flat_weights_names]
     embed = model.embed.weight if model.embed is not None else None
     head = (model.head.weight, model.head.bias)
-    mode = "gru" if model.model_type == "gru" else f"rnn_{getattr(rnn, 'nonlinearity', '')}"
+    mode = rnn.mode.lower()  # nn.RNNBase's: lstm, gru, rnn_tanh, rnn_relu
     done, chunk, tokens = 0, _FIRST_CHUNK, start
     while done < length:
         n = min(chunk, length - done)
         t0 = time.perf_counter()
-        if model.model_type == "lstm":
+        if mode == "lstm":
             ids, *state = lstm_lm_generate(
                 tokens, *state, embed, weights, *head, n, offset=done, **options
             )

@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "fused.h"
 #include "sampler.h"
 
 namespace charrnn_fast::cpu {
@@ -49,6 +50,46 @@ inline void check_tokens(const char* op, const at::Tensor& tokens, int64_t B, in
     TORCH_CHECK(p[b] >= 0 && p[b] < V, "charrnn_fast: ", op, ": tokens[", b, "] = ", p[b],
                 " is outside the vocabulary [0, ", V, ")");
   }
+}
+
+// What both decode loops take alike, checked; the sizes read off it.
+struct DecodeShape {
+  const FusedKernels* k;
+  int64_t L, B, H, V, E;  // E: layer 0's input size (V for one-hot)
+  bool bias;
+};
+
+// The kernels for this CPU; h0 [L, B, H], head_w [V, H], head_b [V] fp32;
+// steps >= 0; the sampler's arguments; 2 (no bias) or 4 weights per layer;
+// embed [V, E]; tokens [B] in [0, V). Errors name `op` and the argument.
+inline DecodeShape check_decode_args(const char* op, const at::Tensor& tokens,
+                                     const at::Tensor& h0, const std::optional<at::Tensor>& embed,
+                                     at::TensorList weights, const at::Tensor& head_w,
+                                     const std::optional<at::Tensor>& head_b, int64_t steps,
+                                     double temperature, int64_t top_k, double top_p,
+                                     bool argmax) {
+  DecodeShape d{fused_kernels(), 0, 0, 0, 0, 0, false};
+  TORCH_CHECK(d.k != nullptr, "charrnn_fast: ", op,
+              " needs a CPU with AVX2+FMA or AVX-512 (the Python loop serves other CPUs)");
+  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: ", op, ": h0 must be [L, B, H], got ", h0.sizes());
+  TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: ", op, ": head_w must be [V, H], got ",
+              head_w.sizes());
+  d.L = h0.size(0), d.B = h0.size(1), d.H = h0.size(2), d.V = head_w.size(0);
+  check_sizes(op, d.H, d.V);
+  check_f32(op, h0, "h0", {d.L, d.B, d.H});
+  check_f32(op, head_w, "head_w", {d.V, d.H});
+  if (head_b.has_value()) check_f32(op, *head_b, "head_b", {d.V});
+  TORCH_CHECK(steps >= 0, "charrnn_fast: ", op, ": steps must be >= 0, got ", steps);
+  check_sampler_args(temperature, top_k, top_p, argmax);
+  const int64_t n = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(d.L > 0 && (n == 2 * d.L || n == 4 * d.L), "charrnn_fast: ", op,
+              ": weights must hold 2 (no bias) or 4 tensors per layer (w_ih, w_hh[, b_ih, "
+              "b_hh]) for L = ", d.L, " layers, got ", n);
+  d.bias = n == 4 * d.L;
+  d.E = embed.has_value() ? embed->size(1) : d.V;
+  if (embed.has_value()) check_f32(op, *embed, "embed", {d.V, d.E});
+  check_tokens(op, tokens, d.B, d.V);
+  return d;
 }
 
 // Checks every layer's weights (w_ih [N, E or H], w_hh [N, H], with biases

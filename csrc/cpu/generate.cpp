@@ -87,32 +87,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
     const std::optional<at::Tensor>& embed, at::TensorList weights, const at::Tensor& head_w,
     const std::optional<at::Tensor>& head_b, int64_t steps, double temperature, int64_t top_k,
     double top_p, bool argmax, int64_t seed, int64_t offset) {
-  const cpu::FusedKernels* k = cpu::fused_kernels();
-  TORCH_CHECK(k != nullptr,
-              "charrnn_fast: lstm_lm_generate needs a CPU with AVX2+FMA or AVX-512 "
-              "(the Python loop serves other CPUs)");
-  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: lstm_lm_generate: h0 must be [L, B, H], got ",
-              h0.sizes());
-  const int64_t L = h0.size(0), B = h0.size(1), H = h0.size(2), G = 4 * H;
-  TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: lstm_lm_generate: head_w must be [V, H], got ",
-              head_w.sizes());
-  const int64_t V = head_w.size(0);
-  cpu::check_sizes(kOp, H, V);
-  check_f32(kOp, h0, "h0", {L, B, H});
+  const cpu::DecodeShape d = cpu::check_decode_args(kOp, tokens, h0, embed, weights, head_w,
+                                                     head_b, steps, temperature, top_k, top_p,
+                                                     argmax);
+  const cpu::FusedKernels* k = d.k;
+  const int64_t L = d.L, B = d.B, H = d.H, V = d.V, E = d.E, G = 4 * H;
+  const bool bias = d.bias;
+  const int64_t per_layer = bias ? 4 : 2;
   check_f32(kOp, c0, "c0", {L, B, H});
-  check_f32(kOp, head_w, "head_w", {V, H});
-  if (head_b.has_value()) check_f32(kOp, *head_b, "head_b", {V});
-  TORCH_CHECK(steps >= 0, "charrnn_fast: lstm_lm_generate: steps must be >= 0, got ", steps);
-  check_sampler_args(temperature, top_k, top_p, argmax);
-  const int64_t per_layer = static_cast<int64_t>(weights.size()) / std::max<int64_t>(L, 1);
-  TORCH_CHECK(L > 0 && (per_layer == 2 || per_layer == 4) &&
-                  static_cast<int64_t>(weights.size()) == per_layer * L,
-              "charrnn_fast: lstm_lm_generate: weights must hold 2 (no bias) or 4 tensors per "
-              "layer (w_ih, w_hh[, b_ih, b_hh]) for L = ", L, " layers, got ", weights.size());
-  const bool bias = per_layer == 4;
-  const int64_t E = embed.has_value() ? embed->size(1) : V;  // layer-0 input size
-  if (embed.has_value()) check_f32(kOp, *embed, "embed", {V, E});
-  cpu::check_tokens(kOp, tokens, B, V);
   const at::Tensor tok = tokens.contiguous();
   const int64_t* tok_p = tok.const_data_ptr<int64_t>();
 

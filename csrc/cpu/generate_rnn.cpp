@@ -30,7 +30,6 @@
 namespace charrnn_fast {
 namespace {
 
-using cpu::check_f32;
 constexpr const char* kOp = "rnn_lm_generate";
 
 enum class Cell { kGru, kTanh, kRelu };
@@ -88,35 +87,18 @@ std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
     const std::optional<at::Tensor>& embed, at::TensorList weights, const at::Tensor& head_w,
     const std::optional<at::Tensor>& head_b, int64_t steps, double temperature, int64_t top_k,
     double top_p, bool argmax, int64_t seed, int64_t offset) {
-  const cpu::FusedKernels* k = cpu::fused_kernels();
-  TORCH_CHECK(k != nullptr,
-              "charrnn_fast: rnn_lm_generate needs a CPU with AVX2+FMA or AVX-512 "
-              "(the Python loop serves other CPUs)");
   const std::string m(mode);
   TORCH_CHECK(m == "gru" || m == "rnn_tanh" || m == "rnn_relu",
               "charrnn_fast: rnn_lm_generate: mode must be 'gru', 'rnn_tanh' or 'rnn_relu', got '",
               m, "'");
   const Cell cell = m == "gru" ? Cell::kGru : (m == "rnn_tanh" ? Cell::kTanh : Cell::kRelu);
-  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: rnn_lm_generate: h0 must be [L, B, H], got ",
-              h0.sizes());
-  TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: rnn_lm_generate: head_w must be [V, H], got ",
-              head_w.sizes());
-  const int64_t L = h0.size(0), B = h0.size(1), H = h0.size(2), V = head_w.size(0);
-  cpu::check_sizes(kOp, H, V);
+  const cpu::DecodeShape d = cpu::check_decode_args(kOp, tokens, h0, embed, weights, head_w,
+                                                     head_b, steps, temperature, top_k, top_p,
+                                                     argmax);
+  const cpu::FusedKernels* k = d.k;
+  const int64_t L = d.L, B = d.B, H = d.H, V = d.V, E = d.E;
+  const bool bias = d.bias;
   const int64_t N = (cell == Cell::kGru ? 3 : 1) * H;  // projection width, G*H
-  check_f32(kOp, h0, "h0", {L, B, H});
-  check_f32(kOp, head_w, "head_w", {V, H});
-  if (head_b.has_value()) check_f32(kOp, *head_b, "head_b", {V});
-  TORCH_CHECK(steps >= 0, "charrnn_fast: rnn_lm_generate: steps must be >= 0, got ", steps);
-  check_sampler_args(temperature, top_k, top_p, argmax);
-  const int64_t n_weights = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(L > 0 && (n_weights == 2 * L || n_weights == 4 * L),
-              "charrnn_fast: rnn_lm_generate: weights must hold 2 (no bias) or 4 tensors per "
-              "layer (w_ih, w_hh[, b_ih, b_hh]) for L = ", L, " layers, got ", n_weights);
-  const bool bias = n_weights == 4 * L;
-  const int64_t E = embed.has_value() ? embed->size(1) : V;  // layer-0 input size
-  if (embed.has_value()) check_f32(kOp, *embed, "embed", {V, E});
-  cpu::check_tokens(kOp, tokens, B, V);
   static cpu::LastPacked<Packed> cache;
   const auto sources = cpu::checked_sources(kOp, weights, L, N, H, E, bias, head_w, head_b);
   const int64_t tag = (L * 2 + (embed.has_value() ? 1 : 0)) * 3 + static_cast<int64_t>(cell);
