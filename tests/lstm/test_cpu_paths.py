@@ -35,14 +35,17 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-SHAPES = [(3, 1, 7), (4, 19, 33), (2, 25, 16), (3, 13, 100), (2, 50, 48), (5, 1, 100), (4, 5, 130)]
+SHAPES = [(3, 1, 7), (4, 19, 33), (2, 25, 16), (3, 13, 100), (2, 50, 48), (5, 1, 100), (4, 5, 130),
+          (2, 3, 9), (2, 90, 196)]  # fmt: skip
 
 
 @fused
 @pytest.mark.parametrize("T,B,H", SHAPES)
 def test_fused_fp32_kernels_against_float64(T, B, H, two_threads):
-    # Odd H (partial vectors), every tile height (B = 1, 13, 19, 25, 50); with
-    # two threads, rows split between them (B >= 12) or units (B < 12, H >= 64).
+    # Odd H (partial vectors), every tile height (B = 1, 3, 13, 19, 25, 50); more
+    # rows per thread than one group of the AVX2 step (B = 90, H = 196: 45 rows,
+    # groups of at most 40); with two threads, rows split between them (B >= 12)
+    # or units (B < 12, H >= 64).
     g = torch.Generator().manual_seed(0)
     gx, w = torch.randn(T, B, 4 * H, generator=g), torch.randn(4 * H, H, generator=g) * 0.3
     h0, c0 = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
