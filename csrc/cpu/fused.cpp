@@ -127,6 +127,15 @@ at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b
                  bool accumulate) {
   const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
   if (!out.defined()) out = at::empty({M, N}, a.options());
+  // With 8-wide vectors (AVX2) MKL's sgemm behind at::mm is the faster kernel:
+  // 1.5x at dW of char-rnn ([2500, 512]^T [2500, 128]) and 2.1-2.6x at
+  // H = 512-1024 on a Zen 3, where gemm_tn ran at 22-27 GFLOP/s per core
+  // (bench/results/2026-12-02-cpu-zen3-avx2.md). With AVX-512 gemm_tn wins:
+  // MKL runs its AVX2 code on AMD CPUs.
+  if (k.vw == 8 && at::globalContext().hasMKL()) {
+    if (accumulate) return out.addmm_(a.t(), b);
+    return at::mm_out(out, a.t(), b);
+  }
   const GemmTnArgs g{N,   K, a.const_data_ptr<float>(), a.stride(0), b.const_data_ptr<float>(),
                      b.stride(0), out.data_ptr<float>(), N, accumulate};
   const int64_t tiles = (M + k.tn_rows - 1) / k.tn_rows;

@@ -74,8 +74,8 @@ struct FusedKernels {
 };
 
 // a[K, M]^T b[K, N] -> [M, N] (fp32, contiguous rows) with gemm_tn, threaded
-// over output rows; into `out` ([M, N], contiguous) when defined, plus its
-// contents when accumulate.
+// over output rows (AVX2 with MKL: at::mm, the faster there); into `out`
+// ([M, N], contiguous) when defined, plus its contents when accumulate.
 at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b,
                  at::Tensor out = {}, bool accumulate = false);
 

@@ -276,8 +276,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
     });
   }
   // dW_hh = sum_t dgates_t^T h_{t-1}: one GEMM over all steps, h_{-1} = h0.
-  // fp32: gemm_tn reads both operands in place (MKL's sgemm, which at::mm
-  // calls, runs at half of oneDNN's speed on an AMD EPYC: no AVX-512 path).
+  // fp32: cpu::mm_tn, which picks gemm_tn or MKL's sgemm by ISA (fused.cpp).
   at::Tensor dw = at::zeros({4 * d.H, d.H}, c_all.options());  // [4H, H]
   if (d.T > 0) {
     const at::Tensor h_prev =
