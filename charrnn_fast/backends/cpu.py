@@ -11,8 +11,8 @@ exactly what nn.LSTM computes) where that was measured faster
 (bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
 gradient: inference, eval, sampling: oneDNN's forward runs near the FMA peak),
 and calls that need gradients except inside the box where our kernels were
-measured faster (`_ours_wins_training`: AVX-512, 128 <= H <= 512, T >= 50
-and at least 12 rows per thread). A call that needs gradients in eval mode
+measured faster (`_ours_wins_training`: 128 <= H <= 512 with AVX-512, 128 <=
+H <= 256 with AVX2; T >= 50 and at least 12 rows per thread). A call that needs gradients in eval mode
 runs ATen with train=True and no dropout, so backward works as in training.
 torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
 CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
@@ -60,6 +60,10 @@ def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     return F.linear(x, w_ih, b)
 
 
+# Largest H at which our kernels were measured faster, by vector width.
+_TOP_H = {16: 512, 8: 256}
+
+
 def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
     """Whether our kernels beat ATen's fused LSTM for a call that needs gradients:
     only inside the box where that was measured (bench/results/, see the module
@@ -71,11 +75,15 @@ def _ours_wins_training(T: int, B: int, H: int, L: int) -> bool:
     # per thread it idles. Short sequences: each call packs W_hh and W_ih and
     # allocates its buffers, a fixed cost that T = 1-5 does not amortise
     # (0.61-0.81x on a Zen 3, bench/results/2026-12-01-cpu-zen3-avx2.md).
-    # AVX2 (that Zen 3): our kernels took 1.5-2.2x the time of an equal-flop
-    # oneDNN GEMM and the module ran at 0.58-0.86x of nn.LSTM, so ATen serves.
+    # AVX2 (that Zen 3, bench/results/2026-12-02-cpu-zen3-avx2.md): since the
+    # forward step's update left the GEMM's tiles and dW went to MKL, 1.01-1.33x
+    # at H = 128 and 256 with glibc's default malloc, 0.99-1.19x where
+    # allocation is free; at H = 512 0.89-1.02x, so ATen serves there. (Those
+    # AVX2 figures need MKL: without it dW runs gemm_tn, 1.5-2.6x slower.)
+    width = _ops.cpu_vector_width()
     return (
-        _ops.cpu_vector_width() == 16
-        and 128 <= H <= 512
+        128 <= H <= _TOP_H.get(width, 0)
+        and (width == 16 or torch.backends.mkl.is_available())
         and T >= 50
         and 12 * torch.get_num_threads() <= B
     )
@@ -112,6 +120,6 @@ BACKEND = Backend(
     + {16: "AVX-512", 8: "AVX2"}.get(_ops.cpu_vector_width(), "none, general path")
     + "), oneDNN input projection; fp32 calls run ATen's fused LSTM (oneDNN RNN "
     "primitive) where it is faster: forward-only calls, and calls that need gradients "
-    "unless AVX-512, 128 <= H <= 512, T >= 50 and B >= 12 x threads",
+    "unless 128 <= H <= 512 (AVX-512) or 256 (AVX2), T >= 50 and B >= 12 x threads",
     project=_project,
 )
