@@ -123,21 +123,18 @@ at::Tensor pack_columns(const FusedKernels& k, const at::Tensor& src, int64_t N,
   return out;
 }
 
-at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b, at::Tensor out,
-                 bool accumulate) {
-  const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
-  if (!out.defined()) out = at::empty({M, N}, a.options());
+at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b) {
   // With 8-wide vectors (AVX2) MKL's sgemm behind at::mm is the faster kernel:
   // 1.5x at dW of char-rnn ([2500, 512]^T [2500, 128]) and 2.1-2.6x at
   // H = 512-1024 on a Zen 3, where gemm_tn ran at 22-27 GFLOP/s per core
   // (bench/results/2026-12-02-cpu-zen3-avx2.md). With AVX-512 gemm_tn wins:
   // MKL runs its AVX2 code on AMD CPUs.
-  if (k.vw == 8 && at::globalContext().hasMKL()) {
-    if (accumulate) return out.addmm_(a.t(), b);
-    return at::mm_out(out, a.t(), b);
-  }
+  if (k.vw == 8 && at::globalContext().hasMKL()) return at::mm(a.t(), b);
+  const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
+  if (K == 0) return at::zeros({M, N}, a.options());  // gemm_tn would write nothing
+  at::Tensor out = at::empty({M, N}, a.options());
   const GemmTnArgs g{N,   K, a.const_data_ptr<float>(), a.stride(0), b.const_data_ptr<float>(),
-                     b.stride(0), out.data_ptr<float>(), N, accumulate};
+                     b.stride(0), out.data_ptr<float>(), N};
   const int64_t tiles = (M + k.tn_rows - 1) / k.tn_rows;
   at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
     const int64_t m0 = t0 * k.tn_rows, m1 = t1 * k.tn_rows < M ? t1 * k.tn_rows : M;

@@ -51,7 +51,7 @@ struct GemmArgs {
 
 // out[m, 0:N] (+)= sum_k a[k, m] b[k, 0:N] for m in [m0, m1): A^T B with A
 // [K, M] and B [K, N] read in place (no packing), as for weight gradients
-// dW = dgates^T x. accumulate: add to out instead of overwriting it.
+// dW = dgates^T x.
 struct GemmTnArgs {
   int64_t N, K;
   const float* a;
@@ -60,7 +60,6 @@ struct GemmTnArgs {
   int64_t ldb;
   float* out;
   int64_t ldo;
-  bool accumulate;
 };
 
 struct FusedKernels {
@@ -74,10 +73,8 @@ struct FusedKernels {
 };
 
 // a[K, M]^T b[K, N] -> [M, N] (fp32, contiguous rows) with gemm_tn, threaded
-// over output rows (AVX2 with MKL: at::mm, the faster there); into `out`
-// ([M, N], contiguous) when defined, plus its contents when accumulate.
-at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b,
-                 at::Tensor out = {}, bool accumulate = false);
+// over output rows (AVX2 with MKL: at::mm, the faster there).
+at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b);
 
 // The kernels for this CPU (AVX-512, else AVX2+FMA), or nullptr.
 const FusedKernels* fused_kernels();

@@ -358,7 +358,7 @@ void gemm_tn(const GemmTnArgs& g, int64_t m0, int64_t m1, float* scratch) {
   float* bp = scratch;  // [kc, NB * VW]
   for (int64_t k0 = 0; k0 < g.K; k0 += kTnChunk) {
     const int64_t kc = g.K - k0 < kTnChunk ? g.K - k0 : kTnChunk;
-    const bool add = k0 > 0 || g.accumulate;
+    const bool add = k0 > 0;
     const float* a = g.a + k0 * g.lda;
     // Rows in blocks whose slice of A ([kc, kTnMBlock], 192 KB) stays in L2
     // while every column group of B passes over it.

@@ -277,16 +277,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
   }
   // dW_hh = sum_t dgates_t^T h_{t-1}: one GEMM over all steps, h_{-1} = h0.
   // fp32: cpu::mm_tn, which picks gemm_tn or MKL's sgemm by ISA (fused.cpp).
-  at::Tensor dw = at::zeros({4 * d.H, d.H}, c_all.options());  // [4H, H]
+  at::Tensor dw;  // [4H, H]
   if (d.T > 0) {
     const at::Tensor h_prev =
         at::cat({h0.unsqueeze(0), y.narrow(0, 0, d.T - 1)}).to(acc);  // [T, B, H]
     const at::Tensor dg2 = dgx_acc.view({d.T * d.B, 4 * d.H}), h2 = h_prev.view({d.T * d.B, d.H});
-    if (k != nullptr && acc == at::kFloat) {
-      cpu::mm_tn(*k, dg2, h2, dw);
-    } else {
-      at::mm_out(dw, dg2.t(), h2);
-    }
+    dw = k != nullptr && acc == at::kFloat ? cpu::mm_tn(*k, dg2, h2) : at::mm(dg2.t(), h2);
+  } else {
+    dw = at::zeros({4 * d.H, d.H}, c_all.options());
   }
   return {dgx_acc.to(dt), dw.to(dt), dh.to(dt), dc.to(dt)};
 }

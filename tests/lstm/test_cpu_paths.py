@@ -74,6 +74,17 @@ def test_mm_tn(K, M, N):
         torch.ops.charrnn_fast.mm_tn(a, b[1:])
 
 
+def test_weight_gradient_of_no_rows_is_zero():
+    # K = 0 (a batch of no rows): a sum over nothing, whichever GEMM serves.
+    got = torch.ops.charrnn_fast.mm_tn(torch.randn(0, 7), torch.randn(0, 5))
+    assert torch.equal(got, torch.zeros(7, 5))
+    H = 16
+    gx, w, h = torch.randn(3, 0, 4 * H), torch.randn(4 * H, H), torch.zeros(0, H)
+    out = torch.ops.charrnn_fast.lstm_fwd(gx, w, h, h, True)
+    _, dw, _, _ = torch.ops.charrnn_fast.lstm_bwd(torch.zeros(3, 0, H), h, h, w, *out, h)
+    assert torch.equal(dw, torch.zeros(4 * H, H))
+
+
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (97, 13, 5), (250, 512, 128), (7, 129, 33)])
 def test_mm_nt(M, K, N):
     # a w^T + bias, with w contiguous or a transposed view (the input gradient's
