@@ -8,12 +8,13 @@ routes CPU tensors to csrc/cpu/lstm_cpu.cpp, which checks the arguments
 The drop-in module must never be slower than the nn.LSTM it replaces, so
 float32 calls on the CPU go to ATen's fused LSTM (oneDNN's RNN primitive,
 exactly what nn.LSTM computes) where that was measured faster
-(bench/results/2026-12-01-cpu-*): every forward-only call (nothing needs a
+(bench/results/2026-12-0*-cpu-*): every forward-only call (nothing needs a
 gradient: inference, eval, sampling: oneDNN's forward runs near the FMA peak),
 and calls that need gradients except inside the box where our kernels were
 measured faster (`_ours_wins_training`: 128 <= H <= 512 with AVX-512, 128 <=
-H <= 256 with AVX2; T >= 50 and at least 12 rows per thread). A call that needs gradients in eval mode
-runs ATen with train=True and no dropout, so backward works as in training.
+H <= 256 with AVX2; T >= 50 and at least 12 rows per thread). A call that
+needs gradients in eval mode runs ATen with train=True and no dropout, so
+backward works as in training.
 torch.compile graphs always run our ops. CHARRNN_FAST_CPU_FORWARD=ours and
 CHARRNN_FAST_CPU_TRAIN=ours|aten override the choice (tests, benchmarks).
 """

@@ -214,6 +214,7 @@ FUSED_INLINE void blocks_then_rows(int64_t rows, int64_t jb0, int64_t jb1, const
   }
 }
 
+#if FUSED_VW == 8
 // AVX2 runs the step in two phases per group of rows: the GEMM (two passes of
 // step_tile_half per unit block, every row tile inside each block) leaves the
 // group's pre-activations in `pre` (128 KB, in L2), then the update runs row
@@ -254,13 +255,14 @@ void step_in_phases(const LstmStepArgs& s, int64_t jb1, int64_t group) {
     }
   }
 }
+#endif
 
 void lstm_step(const LstmStepArgs& s) {
   const int64_t jb1 = s.jb1 < 0 ? (s.H + VW - 1) / VW : s.jb1;
-  if constexpr (VW == 8) {
-    const int64_t group = jb1 > s.jb0 ? kPreVectors / (4 * (jb1 - s.jb0)) : 0;
-    if (s.rows >= 3 && group >= kMinGroup) return step_in_phases(s, jb1, group);
-  }
+#if FUSED_VW == 8
+  const int64_t group = jb1 > s.jb0 ? kPreVectors / (4 * (jb1 - s.jb0)) : 0;
+  if (s.rows >= 3 && group >= kMinGroup) return step_in_phases(s, jb1, group);
+#endif
   blocks_then_rows<kStepRows, step_nb>(s.rows, s.jb0, jb1, [&](auto mr, int64_t r, int64_t jb,
                                                                int64_t je) {
     step_rows<decltype(mr)::value>(s, r, jb, je);
