@@ -4,9 +4,9 @@ Why: nn.LSTM on the CPU runs oneDNN's RNN primitive, and on some CPUs oneDNN's
 fp32 GEMM is twice as fast as the MKL sgemm behind F.linear (measured on an
 AMD EPYC: 3.4 ms vs 1.7 ms for [2500,128]x[128,512]). The input projection is
 half of an LSTM's flops, so the cpu backend routes it, forward and backward,
-through mkldnn::_linear_pointwise (backends/cpu.py) with weights packed by
-mkldnn::_reorder_linear_weight (the ops PyTorch's inductor uses for CPU
-linears). Those are internal ops; where they are missing, F.linear is used.
+through mkldnn::_linear_pointwise (backends/cpu.py), with AVX-512 on weights
+packed by mkldnn::_reorder_linear_weight (the ops PyTorch's inductor uses for
+CPU linears; see _PACK for AVX2). Those are internal ops; where they are missing, F.linear is used.
 The backward's GEMMs run charrnn_fast's own kernels where they measured
 faster: dW always (mm_tn), dx for small weights (mm_nt, `_input_grad`).
 """
@@ -37,10 +37,19 @@ def serves(x: Tensor) -> bool:
     return AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
 
 
+# Whether to hand oneDNN its weight as it is (AVX2) or packed first by
+# _reorder_linear_weight (AVX-512). On a Zen 3 with AVX2 the plain weight gives
+# the same results, bit for bit, at the same GEMM speed without the reorder's
+# copy (0.1-0.75 ms a call at char-rnn's [512, 128]: 1-3% of its fwd+bwd);
+# with AVX-512 only the packed form was ever measured.
+_PACK = _ops.cpu_vector_width() != 8
+
+
 def _mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """a[M,K] @ b[N,K]^T (+ bias[N]) -> [M,N], fp32, contiguous inputs."""
-    packed = torch.ops.mkldnn._reorder_linear_weight(b, a.shape[0])
-    return torch.ops.mkldnn._linear_pointwise(a, packed, bias, "none", [], "")
+    if _PACK:
+        b = torch.ops.mkldnn._reorder_linear_weight(b, a.shape[0])
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
 def _input_grad(gy: Tensor, w: Tensor) -> Tensor:

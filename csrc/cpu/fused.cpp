@@ -113,7 +113,17 @@ at::Tensor pack_columns(const FusedKernels& k, const at::Tensor& src, int64_t N,
                        dst, VW);
         continue;
       }
-      for (int64_t kk = 0; kk < K; ++kk) {  // columns are (nearly) contiguous: copy along n
+      if (stride_n == 1 && rows == VW) {  // a full block of contiguous columns
+        // A plain copy of VW floats per k, which the compiler vectorises; the
+        // loop below, with its test per element, took 1.4 ms more of W_hh^T's
+        // 4 MB at H = 512 (a quarter of lstm_bwd at T = 1).
+        for (int64_t kk = 0; kk < K; ++kk) {
+          const float* s = ps + jb * VW + kk * stride_k;
+          for (int64_t l = 0; l < VW; ++l) dst[kk * VW + l] = s[l];
+        }
+        continue;
+      }
+      for (int64_t kk = 0; kk < K; ++kk) {  // general strides: element by element
         for (int64_t l = 0; l < VW; ++l) {
           dst[kk * VW + l] = l < rows ? ps[(jb * VW + l) * stride_n + kk * stride_k] : 0.0f;
         }
