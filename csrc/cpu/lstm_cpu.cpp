@@ -275,14 +275,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
       });
     });
   }
-  // dW_hh = sum_t dgates_t^T h_{t-1}: one GEMM over all steps, h_{-1} = h0.
-  // fp32: cpu::mm_tn, which picks gemm_tn or MKL's sgemm by ISA (fused.cpp).
+  // dW_hh = sum_t dgates_t^T h_{t-1}, h_{-1} = h0: steps 1.. in one GEMM that
+  // reads y in place, then step 0's term (h0 and y were once concatenated into a
+  // [T, B, H] copy for one GEMM). fp32: cpu::mm_tn, which picks gemm_tn or MKL's
+  // sgemm by ISA (fused.cpp).
   at::Tensor dw;  // [4H, H]
   if (d.T > 0) {
-    const at::Tensor h_prev =
-        at::cat({h0.unsqueeze(0), y.narrow(0, 0, d.T - 1)}).to(acc);  // [T, B, H]
-    const at::Tensor dg2 = dgx_acc.view({d.T * d.B, 4 * d.H}), h2 = h_prev.view({d.T * d.B, d.H});
-    dw = k != nullptr && acc == at::kFloat ? cpu::mm_tn(*k, dg2, h2) : at::mm(dg2.t(), h2);
+    const at::Tensor dg2 = dgx_acc.view({d.T * d.B, 4 * d.H});
+    const at::Tensor dg_rest = dg2.narrow(0, d.B, (d.T - 1) * d.B);  // steps 1..T-1
+    const at::Tensor h_rest = y.narrow(0, 0, d.T - 1).reshape({(d.T - 1) * d.B, d.H}).to(acc);
+    dw = k != nullptr && acc == at::kFloat ? cpu::mm_tn(*k, dg_rest, h_rest)
+                                           : at::mm(dg_rest.t(), h_rest);
+    dw.addmm_(dg2.narrow(0, 0, d.B).t(), h0.to(acc));
   } else {
     dw = at::zeros({4 * d.H, d.H}, c_all.options());
   }
