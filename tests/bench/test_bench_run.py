@@ -169,3 +169,25 @@ def test_speedup_needs_enough_samples_and_noise_is_flagged() -> None:
                             "cudnn": None, "torch_threads": 2, "cpu_model": "x",
                             "tf32_cudnn": False, "tf32_matmul": False})  # fmt: skip
     assert table.count("noisy (p20-p80 spread 60%)") == 1
+
+
+def test_interleaved_fresh_processes_time_each_side_apart(tmp_path) -> None:
+    """bench/interleaved.py --fresh: every process is one side's own, so the row holds
+    one median and one page-fault count per process and side, and a ratio per pair."""
+    out = tmp_path / "fresh.json"
+    cmd = [sys.executable, str(REPO / "bench" / "interleaved.py"), "--shapes", "tiny",
+           "--modes", "fwd", "--fresh", "2", "--calls", "2", "--threads", "1",
+           "--json", str(out)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 fresh processes per side" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["rounds"] == 2 and row["mode"] == "fwd" and row["spec"] == "2x64:16:32"
+    for side in ("base", "prov"):
+        faults = row[side]["faults_per_call"]
+        assert len(faults) == 2 and all(f >= 0 for f in faults)
+        assert 0 < row[side]["p20_ms"] <= row[side]["median_ms"] <= row[side]["p80_ms"]
+    assert row["base"]["provider"] == "torch-cpu" and row["prov"]["provider"] == "cpu"
+    lo, hi = row["speedup_p20_p80"]
+    assert 0 < lo <= row["speedup_median_of_ratios"] <= hi
