@@ -6,7 +6,8 @@ AMD EPYC: 3.4 ms vs 1.7 ms for [2500,128]x[128,512]). The input projection is
 half of an LSTM's flops, so the cpu backend routes it, forward and backward,
 through mkldnn::_linear_pointwise (backends/cpu.py), with AVX-512 on weights
 packed by mkldnn::_reorder_linear_weight (the ops PyTorch's inductor uses for
-CPU linears; see _PACK for AVX2). Those are internal ops; where they are missing, F.linear is used.
+CPU linears; see _PACK for AVX2). Those are internal ops; where they are
+missing, F.linear is used.
 The backward's GEMMs run charrnn_fast's own kernels where they measured
 faster: dW always (mm_tn), dx for small weights (mm_nt, `_input_grad`).
 """
