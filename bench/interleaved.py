@@ -85,6 +85,7 @@ def pair(
 
 
 _WARMUP_CALLS = 5  # a fresh process: packing, first allocations, the allocator settling
+_CHILD_TIMEOUT_S = 3600  # one fresh process; a hung one must not hang the whole run
 
 
 def _child(p: str, shape: config.Shape, mode: str, calls: int, seed: int, clock) -> None:
@@ -113,10 +114,13 @@ def pair_fresh(prov: str, base: str, shape: config.Shape, mode: str, procs: int,
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", p, "--modes", mode,
                    "--shapes", shape.spec, "--calls", str(args.calls), "--threads",
                    str(args.threads), "--seed", str(args.seed), "--clock", args.clock]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-            got = json.loads(done.stdout.strip().splitlines()[-1])
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=_CHILD_TIMEOUT_S)
+            lines = done.stdout.strip().splitlines()
+            if done.returncode != 0 or not lines:
+                raise RuntimeError(
+                    f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}"
+                )
+            got = json.loads(lines[-1])
             times[p].append(got["median_ms"])
             faults[p].append(got["faults_per_call"])
     out = _row(prov, base, shape, mode, procs, times)
@@ -183,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                 report.progress(f"{label}: DISAGREES: {wrong}")
                 return 1
             if args.fresh:
-                row = pair_fresh(args.provider, base, shape, mode, args.fresh, args)
+                try:
+                    row = pair_fresh(args.provider, base, shape, mode, args.fresh, args)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    report.progress(f"{label}: a fresh process failed: {e}")
+                    return 1
             else:
                 row = pair(args.provider, base, shape, mode, args.rounds, args.seed, clock)
             rows.append(row)
