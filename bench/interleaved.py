@@ -71,16 +71,7 @@ def pair(
 ) -> dict:
     """Time `prov` and `base` alternately; medians in ms and the per-round ratio."""
     fns = {base: _make(base, shape, mode, seed), prov: _make(prov, shape, mode, seed)}
-    for f in fns.values():  # warm-up (first calls pack, allocate, compile)
-        f()
-        f()
-    times: dict[str, list[float]] = {base: [], prov: []}
-    for r in range(rounds):
-        order = (base, prov) if r % 2 == 0 else (prov, base)
-        for p in order:
-            t0 = clock()
-            fns[p]()
-            times[p].append((clock() - t0) * 1e3)
+    times = timing.alternate(fns, rounds=rounds, clock=clock)  # warms up each first
     return _row(prov, base, shape, mode, rounds, times)
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,8 @@ def config_key(r: dict) -> tuple:
 
 
 def add_speedups(rows: list[dict], baseline: dict[str, str]) -> None:
-    """speedup_vs_baseline = baseline median / row median, within (device, mode, dtype, shape).
+    """speedup_vs_baseline = baseline time / row time, within (device, mode, dtype, shape)
+    (see _speedup).
 
     baseline: device type -> baseline provider. Rows whose baseline was not run
     (or did not pass) keep None.
@@ -124,7 +126,17 @@ def add_speedups(rows: list[dict], baseline: dict[str, str]) -> None:
                 x for x in (r["note"], f"no speed-up: fewer than {MIN_SAMPLES} samples") if x
             )
             continue
-        r["speedup_vs_baseline"] = 1.0 if b is r else b["median_ms"] / r["median_ms"]
+        r["speedup_vs_baseline"] = 1.0 if b is r else _speedup(b, r)
+
+
+def _speedup(b: dict, r: dict) -> float:
+    """Baseline over row. Rows timed call by call in the same rounds (timing.alternate:
+    `times_ms`, not written out) pair up: the median of the per-round ratios, which
+    a burst of other work during some rounds does not move. Else the ratio of medians."""
+    bt, rt = b.get("times_ms"), r.get("times_ms")
+    if bt and rt and len(bt) == len(rt):
+        return statistics.median(x / y for x, y in zip(bt, rt))
+    return b["median_ms"] / r["median_ms"]
 
 
 def is_noisy(r: dict) -> bool:
@@ -191,7 +203,9 @@ def markdown(rows: list[dict], header: dict) -> str:
     )
     lines += [
         "",
-        f"speed-up = baseline median / provider median (baseline per device: {base}); "
+        f"speed-up = baseline time / provider time (baseline per device: {base}): the "
+        "median of per-round ratios where the rows' calls were interleaved (CPU), else of "
+        "the medians; "
         "µs/layer-step = median / (layers × T); tokens/s = B × T / median; GFLOP/s: "
         "bench/config.flops over the median; % peak: of the measured peak; noisy: p20-p80 "
         f"spread > {NOISY_SPREAD:.0%} of the median (other work on the machine; rerun).",

@@ -22,7 +22,7 @@ import itertools
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
@@ -119,19 +119,43 @@ def _row(provider: str, mode: str, dtype: str, shape: config.Shape, device: str)
     return row
 
 
-def _measure(
-    row: dict, args: argparse.Namespace, shape: config.Shape, device: str, peak: float | None
-) -> None:
-    """Time one checked configuration and fill the row's figures."""
-    budget = timing.QUICK if args.quick else timing.Budget()
-    if row["mode"] == "sample":
-        fn, note = sampling.workload(row["provider"], shape, device, seed=args.seed)
+def _prepare(row: dict, args: argparse.Namespace, shape: config.Shape, device: str,
+             checker: Checker, label: str) -> Callable[[], object] | None:  # fmt: skip
+    """Skip or check one row; the step to time when it passes (else the row says
+    why not). Its first call is made here, so a step that fails errs its own row."""
+    prov, mode, dtype = row["provider"], row["mode"], row["dtype"]
+    reason = providers.skip_reason(prov, shape, dtype, device, args.reference_any_size)
+    if reason is None and mode == "sample" and dtype != "float32":
+        reason = "sample mode runs float32 only"
+    if reason is not None:
+        row.update(status="skipped", note=reason)
+        report.progress(f"{label}: skipped: {reason}")
+        return None
+    t0 = time.perf_counter()
+    if mode == "sample":
+        base = providers.BASELINE[device]
+        wrong = None if prov == base else sampling.check(prov, base, shape, device, args.seed)
+        fn, note = sampling.workload(prov, shape, device, seed=args.seed)
     else:
-        fn, note = providers.workload(
-            row["provider"], row["mode"], shape, row["dtype"], device, seed=args.seed
-        )
+        verdict = checker.check(prov, shape, dtype, device, mode)
+        row.update(max_err=verdict.err, tol=verdict.tol, check_seq=verdict.seq,
+                   oracle=verdict.oracle)  # fmt: skip
+        wrong = None if verdict.ok else verdict.describe()
+        fn, note = providers.workload(prov, mode, shape, dtype, device, seed=args.seed)
+    if wrong is not None:
+        row.update(status="disagrees", note=wrong)
+        report.progress(f"{label}: DISAGREES: {wrong}")
+        return None
+    fn()
+    row["note"] = note
+    report.progress(f"{label}: checked in {time.perf_counter() - t0:.1f} s")
+    return fn
+
+
+def _fill(row: dict, t: timing.Timing, fn: Callable[[], object], shape: config.Shape,
+          device: str, peak: float | None, label: str) -> None:  # fmt: skip
+    """A timed row's figures, from its timing and one more call for peak memory."""
     dev = providers.device_of(row["provider"], device)
-    t = timing.time_step(fn, dev, budget)
     mem, mem_how = timing.peak_memory_mb(fn, dev)
     L, B, T = shape.layers, shape.batch, shape.seq
     row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, samples=t.samples,
@@ -140,7 +164,8 @@ def _measure(
     row["gflops"] = config.flops(shape, row["mode"]) / (t.median_ms / 1e3) / 1e9
     row["peak_fraction"] = row["gflops"] / peak if peak else None
     row["spread"] = (t.p80_ms - t.p20_ms) / t.median_ms
-    row["note"] = "; ".join(x for x in (note, f"peak mem: {mem_how}") if x)
+    row["note"] = "; ".join(x for x in (row["note"], f"peak mem: {mem_how}") if x)
+    report.progress(f"{label}: {t.median_ms:.4g} ms ({t.samples or '?'} samples)")
     if report.is_noisy(row):
         report.progress(
             f"WARNING: {row['provider']} {row['mode']} {shape.name}: p20-p80 spread "
@@ -149,42 +174,35 @@ def _measure(
         )
 
 
-def _one(row: dict, args: argparse.Namespace, shape: config.Shape, device: str,
-         checker: Checker, label: str, peak: float | None) -> None:  # fmt: skip
-    """Skip, check, then time one row."""
-    prov, mode, dtype = row["provider"], row["mode"], row["dtype"]
-    reason = providers.skip_reason(prov, shape, dtype, device, args.reference_any_size)
-    if reason is None and mode == "sample" and dtype != "float32":
-        reason = "sample mode runs float32 only"
-    if reason is None and mode == "sample":
-        t0 = time.perf_counter()
-        base = providers.BASELINE[device]
-        wrong = None if prov == base else sampling.check(prov, base, shape, device, args.seed)
-        if wrong is not None:
-            row.update(status="disagrees", note=wrong)
-            report.progress(f"{label}: DISAGREES: {wrong}")
-            return
-        t1 = time.perf_counter()
-        _measure(row, args, shape, device, peak)
-        report.progress(f"{label}: {row['median_ms']:.4g} ms (check {t1 - t0:.1f} s)")
-        return
-    if reason is not None:
-        row.update(status="skipped", note=reason)
-        report.progress(f"{label}: skipped: {reason}")
-        return
-    t0 = time.perf_counter()
-    verdict = checker.check(prov, shape, dtype, device, mode)
-    t1 = time.perf_counter()
-    row.update(max_err=verdict.err, tol=verdict.tol, check_seq=verdict.seq, oracle=verdict.oracle)
-    if not verdict.ok:
-        row.update(status="disagrees", note=verdict.describe())
-        report.progress(f"{label}: DISAGREES: {verdict.describe()}")
-        return
-    _measure(row, args, shape, device, peak)
-    t2 = time.perf_counter()
-    report.progress(
-        f"{label}: {row['median_ms']:.4g} ms (check {t1 - t0:.1f} s, timing {t2 - t1:.1f} s)"
-    )
+def _error(row: dict, label: str, exc: Exception) -> None:
+    """An `error` row; the traceback goes to stderr."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    row.update(status="error", note=f"{type(exc).__name__}: {first}")
+    report.progress(f"{label}: ERROR\n{traceback.format_exc()}")
+
+
+def _time_group(group: dict[str, tuple[dict, Callable[[], object], str]], device: str,
+                shape: config.Shape, budget: timing.Budget, peak: float | None) -> None:  # fmt: skip
+    """Time the checked rows of one (dtype, shape, mode). CPU rows: their calls
+    interleave (timing.alternate), so the machine's drift, which on a shared VM
+    can exceed the difference between providers, lands on all of them alike; the
+    speed-up is then the median of per-round ratios (report.add_speedups). GPU
+    rows: each on its own (timing.time_step: do_bench)."""
+    on_cpu = {p: v for p, v in group.items() if providers.device_of(p, device).type == "cpu"}
+    if on_cpu:
+        times = timing.alternate({p: fn for p, (_, fn, _) in on_cpu.items()}, budget)
+        how = f"interleaved per call with {len(on_cpu) - 1} other provider(s)"
+        for p, (row, fn, label) in on_cpu.items():
+            _fill(row, timing.summarize(times[p], how), fn, shape, device, peak, label)
+            row["times_ms"] = times[p]
+    for p, (row, fn, label) in group.items():
+        if p in on_cpu:
+            continue
+        try:
+            t = timing.time_step(fn, providers.device_of(p, device), budget)
+            _fill(row, t, fn, shape, device, peak, label)
+        except Exception as exc:
+            _error(row, label, exc)
 
 
 @contextlib.contextmanager
@@ -237,18 +255,29 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
     if "sample" in modes:
         grid += list(itertools.product(dtypes, args.sample_shapes, ["sample"], provs))
     t0 = time.perf_counter()
-    for dtype, shape, mode, prov in grid:
-        row = _row(prov, mode, dtype, shape, device)
-        rows.append(row)
-        eta = _eta(len(rows) - 1, len(grid), time.perf_counter() - t0)
-        label = f"[{len(rows)}/{len(grid)}{eta}] {prov} {mode} {dtype} {shape.name} ({shape.spec})"
+    budget = timing.QUICK if args.quick else timing.Budget()
+    for (dtype, shape, mode), members in itertools.groupby(grid, key=lambda g: g[:3]):
+        group: dict[str, tuple[dict, Callable[[], object], str]] = {}
+        for *_, prov in members:
+            row = _row(prov, mode, dtype, shape, device)
+            rows.append(row)
+            eta = _eta(len(rows) - 1, len(grid), time.perf_counter() - t0)
+            label = (
+                f"[{len(rows)}/{len(grid)}{eta}] {prov} {mode} {dtype} {shape.name} ({shape.spec})"
+            )
+            try:
+                fn = _prepare(row, args, shape, device, checker, label)
+                if fn is not None:
+                    group[prov] = (row, fn, label)
+            except Exception as exc:
+                _error(row, label, exc)
         try:
-            _one(row, args, shape, device, checker, label, peak)
-        except Exception as exc:  # an `error` row; the traceback goes to stderr
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            row.update(status="error", note=f"{type(exc).__name__}: {first}")
-            report.progress(f"{label}: ERROR\n{traceback.format_exc()}")
+            _time_group(group, device, shape, budget, peak)
+        except Exception as exc:  # a step that failed while interleaved: the whole group
+            for row, _, label in group.values():
+                _error(row, label, exc)
         finally:
+            group.clear()
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

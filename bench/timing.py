@@ -2,8 +2,8 @@
 
 GPU: triton.testing.do_bench (median, p20, p80 from its quantiles; it clears the
 L2 cache before every run) when triton imports, else CUDA events around each
-run with the same L2 clearing. CPU: torch.utils.benchmark.Timer.blocked_autorange,
-with median/p20/p80 over its per-block times. Callers cycle over several input
+run with the same L2 clearing. CPU: the workloads being compared interleaved
+call by call (alternate), each call timed. Callers cycle over several input
 sets inside the step, so no run finds its inputs in cache from the run before.
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.utils.benchmark as tbench
 
 
 @dataclass(frozen=True)
@@ -58,24 +57,20 @@ def _quantiles(times_ms: list[float]) -> tuple[float, float, float]:
 
 
 def time_step(fn: Callable[[], object], device: torch.device, budget: Budget) -> Timing:
-    """Warm up `fn` (first calls may compile kernels), then time it."""
-    if device.type == "cuda":
-        fn()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        # Repeat long enough for gpu_min_samples runs of a slow step (for p20/p80).
-        once_ms = start.elapsed_time(end)
-        rep = min(max(budget.gpu_rep_ms, budget.gpu_min_samples * once_ms), budget.gpu_max_rep_ms)
-        return _time_cuda(fn, budget.gpu_warmup_ms, int(rep))
-    start = time.perf_counter()
+    """GPU: warm up `fn` (first calls may compile kernels), then time it. (CPU
+    workloads are timed together, call by call: alternate.)"""
+    if device.type != "cuda":
+        raise ValueError(f"time_step times CUDA steps, got device {device}; use alternate")
     fn()
-    once = time.perf_counter() - start
-    if once < 1.0:  # a second warm-up call, unless the step is slow enough to be warm
-        fn()
-    return _time_cpu(fn, budget, once)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize(device)
+    # Repeat long enough for gpu_min_samples runs of a slow step (for p20/p80).
+    once_ms = start.elapsed_time(end)
+    rep = min(max(budget.gpu_rep_ms, budget.gpu_min_samples * once_ms), budget.gpu_max_rep_ms)
+    return _time_cuda(fn, budget.gpu_warmup_ms, int(rep))
 
 
 def _time_cuda(fn: Callable[[], object], warmup_ms: int, rep_ms: int) -> Timing:
@@ -112,20 +107,54 @@ def _time_cuda_events(fn: Callable[[], object], warmup_ms: int, rep_ms: int) -> 
     return Timing(med, p20, p80, n, "cuda events")
 
 
-def _time_cpu(fn: Callable[[], object], budget: Budget, once_s: float) -> Timing:
-    # blocked_autorange stops after min_run_time; ask for enough time to get
-    # cpu_min_samples blocks of a slow step, but never beyond cpu_max_run_s.
-    run_s = min(max(budget.cpu_min_run_s, budget.cpu_min_samples * once_s), budget.cpu_max_run_s)
-    timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=run_s)
-    times = [t * 1e3 for t in m.times]
-    # blocked_autorange may stop after fewer blocks than asked (a short budget):
-    # add blocks of the same size until there are enough for quantiles.
-    deadline = time.perf_counter() + budget.cpu_max_run_s
-    while len(times) < budget.cpu_min_samples and time.perf_counter() < deadline:
-        times.append(timer.timeit(m.number_per_run).median * 1e3)
-    med, p20, p80 = _quantiles(times)
-    return Timing(med, p20, p80, len(times), "torch.utils.benchmark blocked_autorange")
+def alternate(
+    fns: dict[str, Callable[[], object]],
+    budget: Budget | None = None,
+    rounds: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """CPU: the calls of several workloads interleaved, every call timed (ms).
+
+    Each round calls every workload once, the order rotating and reversing from
+    round to round (A B C, C B A, B C A, A C B, ...), so drift in the machine's
+    speed (other tenants, clocks) lands on all of them alike and the i-th
+    times of two workloads form a fair pair. `rounds` fixed, or, from `budget`:
+    at least cpu_min_samples rounds and cpu_min_run_s per workload, at most
+    cpu_max_run_s per workload. Warm-up: two calls each (one for a call over 1 s).
+    """
+    names = list(fns)
+    for f in fns.values():
+        t0 = time.perf_counter()
+        f()
+        if time.perf_counter() - t0 < 1.0:
+            f()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    start, r = time.perf_counter(), 0
+    while True:
+        elapsed = time.perf_counter() - start
+        if rounds is not None:
+            if r >= rounds:
+                break
+        elif budget is None:
+            raise ValueError("alternate: give `budget` or `rounds`")
+        elif elapsed >= budget.cpu_max_run_s * len(names) or (
+            r >= budget.cpu_min_samples and elapsed >= budget.cpu_min_run_s * len(names)
+        ):
+            break
+        k = (r // 2) % len(names)
+        order = names[k:] + names[:k]
+        for n in order if r % 2 == 0 else order[::-1]:
+            t0 = clock()
+            fns[n]()
+            times[n].append((clock() - t0) * 1e3)
+        r += 1
+    return times
+
+
+def summarize(times_ms: list[float], method: str) -> Timing:
+    """A Timing from per-call times (ms), e.g. one workload's share of alternate()."""
+    med, p20, p80 = _quantiles(times_ms)
+    return Timing(med, p20, p80, len(times_ms), method)
 
 
 def fma_peak_gflops(seconds: float = 1.0) -> tuple[float, str]:

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `bench` is a top-level folder of the repository, not installed
     sys.path.insert(0, str(REPO))
 
-from bench import compare, report  # noqa: E402
+from bench import compare, report, timing  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 HEADER_KEYS = ("device", "torch", "triton", "cuda", "cudnn", "git_sha", "date", "cpu_model",
@@ -46,11 +46,12 @@ def quick(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_quick_run_writes_valid_results(quick) -> None:
     out, proc = quick
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.rstrip().splitlines()[-1].startswith("speed-up = baseline median")
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("speed-up = baseline time")
     # Progress on stderr is plain lines, readable in a log: row k of N, then an ETA.
     progress = [ln for ln in proc.stderr.splitlines() if re.match(r"\[\d+/\d+", ln)]
     assert progress[0].startswith("[1/") and "\r" not in proc.stderr
-    assert all(re.match(r"\[\d+/\d+, ETA \d+m\d\ds\] ", ln) for ln in progress[1:]), progress
+    later = [ln for ln in progress if not ln.startswith("[1/")]  # row 1: no ETA yet
+    assert later and all(re.match(r"\[\d+/\d+, ETA \d+m\d\ds\] ", ln) for ln in later), progress
     doc = json.loads((out / "q.json").read_text())
     header, rows = doc["header"], doc["rows"]
     for k in HEADER_KEYS:
@@ -169,6 +170,49 @@ def test_speedup_needs_enough_samples_and_noise_is_flagged() -> None:
                             "cudnn": None, "torch_threads": 2, "cpu_model": "x",
                             "tf32_cudnn": False, "tf32_matmul": False})  # fmt: skip
     assert table.count("noisy (p20-p80 spread 60%)") == 1
+
+
+def test_alternate_rotates_the_order_and_pairs_survive_drift() -> None:
+    """timing.alternate calls every workload once per round, rotating and reversing
+    the order; a burst of other work during some rounds moves both sides' medians
+    apart but not the median of the per-round ratios that add_speedups takes."""
+    calls: list[str] = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    times = timing.alternate(fns, rounds=6)
+    timed = calls[6:]  # after two warm-up calls each
+    rounds = [timed[i : i + 3] for i in range(0, 18, 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds), rounds
+    assert rounds[0] != rounds[1] and len({r[0] for r in rounds}) == 3, rounds
+    assert {n: len(t) for n, t in times.items()} == {"a": 6, "b": 6, "c": 6}
+    budget = timing.Budget(cpu_min_run_s=0.0, cpu_min_samples=7, cpu_max_run_s=60.0)
+    assert {len(t) for t in timing.alternate(fns, budget).values()} == {7}
+
+    # The baseline takes twice as long as `cpu` in every round; the machine is
+    # 10x slower in 3 rounds of 5, which fall on the baseline's median but not on cpu's.
+    base = _timed("torch-cpu", 1.0, 1.0, 1.0, 5)
+    ours = _timed("cpu", 1.0, 1.0, 1.0, 5)
+    base["times_ms"] = [20.0, 200.0, 20.0, 200.0, 200.0]
+    ours["times_ms"] = [10.0, 100.0, 10.0, 100.0, 100.0]
+    base["median_ms"], ours["median_ms"] = 200.0, 10.0  # as if timed apart: 20x
+    report.add_speedups([base, ours], {"cpu": "torch-cpu"})
+    assert ours["speedup_vs_baseline"] == pytest.approx(2.0)
+
+
+def test_run_interleaves_the_providers_of_a_row_group(monkeypatch, tmp_path) -> None:
+    """On the CPU, bench/run.py times the providers of one (shape, mode) call by call
+    in the same rounds: each timed row says so and has as many samples as the others."""
+    path = tmp_path / "r.json"
+    rc = bench_run.main(["--device", "cpu", "--providers", "torch-cpu,reference",
+                         "--shapes", "1x16:4:6", "--modes", "fwd,fwdbwd", "--quick",
+                         "--json", str(path)])  # fmt: skip
+    assert rc == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
+    for mode in ("fwd", "fwdbwd"):
+        group = [r for r in rows if r["mode"] == mode]
+        assert all(r["timer"].startswith("interleaved") for r in group), group
+        assert len({r["samples"] for r in group}) == 1 and group[0]["samples"] >= 5, group
+        assert group[1]["speedup_vs_baseline"] > 0
 
 
 def test_interleaved_fresh_processes_time_each_side_apart(tmp_path) -> None:
