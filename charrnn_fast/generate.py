@@ -53,6 +53,12 @@ def uniform(seed: int, rows: Tensor, pos: int | Tensor) -> Tensor:
     return _srl(_mix(_mix(s ^ rows) ^ pos), 11).double() * 2.0**-53
 
 
+def _seed_bits(seed: int) -> int:
+    """Any Python int seed as the int64 with the bits of seed mod 2^64, which the
+    compiled ops take (uniform reduces it the same way)."""
+    return _u64(seed % (1 << 64))
+
+
 def check_sampler_args(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:
     """ValueError naming the argument, as the compiled op words it."""
     if not argmax and not (temperature > 0 and math.isfinite(temperature)):
@@ -81,7 +87,9 @@ def pick(
     Any temperature > 0 is safe: weights are exp((z - max z) / T) in float64.
     """
     B, V = logits.shape
-    z = logits.double()
+    # NaN logits are never picked (as -inf): a row of them gives token 0, as does the
+    # compiled sampler (torch.argmax would take a NaN for the maximum).
+    z = logits.double().nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     best = z.argmax(dim=1)  # the first maximum
     if argmax:
         return best
@@ -150,10 +158,11 @@ def lstm_lm_generate(
     fed but the last sampled one, which is the `tokens` of the next call.
     """
     check_sampler_args(temperature, top_k, top_p, argmax)
+    _check_like(h0, c0=c0, embed=embed, weights=weights, head_w=head_w, head_b=head_b)
     if compiled_available(h0.device, h0.dtype):
         return torch.ops.charrnn_fast.lstm_lm_generate(
             tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
-            argmax, seed, offset,
+            argmax, _seed_bits(seed), offset,
         )  # fmt: skip
     return _generate_python(
         tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
@@ -193,16 +202,31 @@ def rnn_lm_generate(
     if mode not in RNN_MODES:
         raise ValueError(f"mode must be one of {sorted(RNN_MODES)}, got {mode!r}")
     check_sampler_args(temperature, top_k, top_p, argmax)
+    _check_like(h0, embed=embed, weights=weights, head_w=head_w, head_b=head_b)
     if compiled_available(h0.device, h0.dtype):
         return torch.ops.charrnn_fast.rnn_lm_generate(
             mode, tokens, h0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
-            argmax, seed, offset,
+            argmax, _seed_bits(seed), offset,
         )  # fmt: skip
     ids, h, _ = _generate_python(
         tokens, h0, None, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
         argmax, seed, offset, mode=mode,
     )  # fmt: skip
     return ids, h
+
+
+def _check_like(h0: Tensor, **named: Tensor | list[Tensor] | None) -> None:
+    """ValueError naming the first tensor whose dtype or device is not h0's: the
+    model and its state in one dtype, on one device (no silent casts or copies)."""
+    for name, value in named.items():
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, t in items:
+            if t is not None and (t.dtype != h0.dtype or t.device != h0.device):
+                where = name if i is None else f"{name}[{i}]"
+                raise ValueError(
+                    f"{where} is {t.dtype} on {t.device} but h0 is {h0.dtype} on {h0.device}: "
+                    "the model and its state must share one dtype and device"
+                )
 
 
 def _check_tokens(tokens: Tensor, vocab: int) -> None:

@@ -61,7 +61,7 @@ class LSTM(nn.LSTM):
                 warnings.warn(
                     f"charrnn_fast.LSTM: {reason} is not supported by the fused kernels; "
                     "falling back to torch.nn.LSTM",
-                    stacklevel=2,
+                    stacklevel=4,  # the caller of module(x): past _wrapped_call_impl, _call_impl
                 )
             return super().forward(input, hx)
         # Read the parameters by name each call, so weights replaced or moved

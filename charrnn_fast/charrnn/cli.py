@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `charrnn-fast` console script; returns the exit status."""
     from charrnn_fast.charrnn.commands import HANDLERS
 
+    if sys.stdout is None:  # started with stdout closed (`>&-`): nowhere to write to
+        print("charrnn-fast: error: standard output is closed", file=sys.stderr)
+        return EXIT_USAGE
     try:
         args = build_parser().parse_args(argv)
         return {
@@ -317,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    except BrokenPipeError:  # before OSError, of which it is one
+        # `charrnn-fast sample ... | head`: the reader left; not an error. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise
@@ -328,11 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("charrnn-fast: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # `charrnn-fast sample ... | head`: the reader left; not an error. Point stdout
-        # at /dev/null so the interpreter's final flush does not complain.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

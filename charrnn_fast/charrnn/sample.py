@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -40,6 +41,12 @@ def load_model(
     or folder."""
     ckpt = load_checkpoint(path, map_location="cpu")
     vocab = Vocab.from_dict(ckpt["vocab"])
+    size = ckpt["model_config"].get("vocab_size")
+    if size != len(vocab):
+        raise CheckpointError(
+            f"{ckpt['path']}: its vocabulary has {len(vocab)} symbols but its model was built "
+            f"for {size} (the file was altered, or pieced together from two checkpoints)"
+        )
     try:
         model = build_model(ckpt["model_config"], backend=backend)
         model.load_state_dict(ckpt["model"])
@@ -52,7 +59,9 @@ def load_model(
 
 def _check_options(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:
     if not argmax and not (temperature > 0 and math.isfinite(temperature)):
-        raise UserError(f"temperature must be > 0 (got {temperature}); use --argmax for greedy")
+        raise UserError(
+            f"temperature must be > 0 and finite (got {temperature}); use --argmax for greedy"
+        )
     if top_k < 0:
         raise UserError(f"top_k must be >= 0 (got {top_k})")
     if not 0 < top_p <= 1:
@@ -136,6 +145,12 @@ def generate_rows(
         seed = int.from_bytes(os.urandom(8), "little") >> 1  # leaves the global RNG alone
     device = next(model.parameters()).device
     ids = vocab.encode(prime, skip_unknown=skip_unknown) if prime else []
+    if prime and not ids:
+        warnings.warn(
+            "no character of the prime is in the vocabulary (skip_unknown dropped them all): "
+            "sampling without a prime",
+            stacklevel=2,
+        )
     decoders = [vocab.incremental_decoder() for _ in range(rows)]
     if ids:
         pieces = ["".join(d(i) for i in ids) for d in decoders]

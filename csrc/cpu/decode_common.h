@@ -35,8 +35,7 @@ inline void check_f32(const char* op, const at::Tensor& t, const char* name,
 // hidden_size 0; the kernels and the sampler assume both).
 inline void check_sizes(const char* op, int64_t H, int64_t V) {
   TORCH_CHECK(H >= 1 && V >= 1, "charrnn_fast: ", op,
-              ": h0's hidden size and head_w's vocabulary must be >= 1, got H = ", H, ", V = ",
-              V);
+              ": the model's hidden size and vocabulary must be >= 1, got H = ", H, ", V = ", V);
 }
 
 // tokens: int64 [B], every value in [0, V).
@@ -59,35 +58,53 @@ struct DecodeShape {
   bool bias;
 };
 
-// The kernels for this CPU; h0 [L, B, H], head_w [V, H], head_b [V] fp32;
-// steps >= 0; the sampler's arguments; 2 (no bias) or 4 weights per layer;
-// embed [V, E]; tokens [B] in [0, V). Errors name `op` and the argument.
+// The kernels for this CPU; the model's sizes from its weights (nn.LSTM's /
+// nn.GRU's / nn.RNN's flat list, 2 or 4 tensors per layer: L from their number,
+// H from layer 0's w_hh [gates * H, H], V from the input side: embed [V, E], or
+// layer 0's w_ih [N, V] for one-hot input); then h0 [L, B, H], head_w [V, H],
+// head_b [V] (fp32), steps >= 0, the sampler's arguments and tokens [B] in
+// [0, V) against them. The weights come from one module and agree with each
+// other; the state is what a caller builds, so an error names `op` and the
+// argument that disagrees with the weights (checked_sources checks the other
+// layers' weights).
 inline DecodeShape check_decode_args(const char* op, const at::Tensor& tokens,
                                      const at::Tensor& h0, const std::optional<at::Tensor>& embed,
                                      at::TensorList weights, const at::Tensor& head_w,
                                      const std::optional<at::Tensor>& head_b, int64_t steps,
                                      double temperature, int64_t top_k, double top_p,
-                                     bool argmax) {
+                                     bool argmax, int64_t gates) {
   DecodeShape d{fused_kernels(), 0, 0, 0, 0, 0, false};
   TORCH_CHECK(d.k != nullptr, "charrnn_fast: ", op,
               " needs a CPU with AVX2+FMA or AVX-512 (the Python loop serves other CPUs)");
-  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: ", op, ": h0 must be [L, B, H], got ", h0.sizes());
-  TORCH_CHECK(head_w.dim() == 2, "charrnn_fast: ", op, ": head_w must be [V, H], got ",
-              head_w.sizes());
-  d.L = h0.size(0), d.B = h0.size(1), d.H = h0.size(2), d.V = head_w.size(0);
+  const int64_t n = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(n >= 2 && weights[0].dim() == 2 && weights[1].dim() == 2, "charrnn_fast: ", op,
+              ": weights must be the flat list w_ih [N, I], w_hh [N, H][, b_ih, b_hh] per "
+              "layer, got ", n, " tensor(s)");
+  d.bias = n >= 3 && weights[2].dim() == 1;
+  const int64_t per = d.bias ? 4 : 2;
+  TORCH_CHECK(n % per == 0, "charrnn_fast: ", op, ": weights must hold ", per,
+              " tensors per layer (w_ih, w_hh", d.bias ? ", b_ih, b_hh" : "", "), got ", n);
+  TORCH_CHECK(weights[1].size(0) == gates * weights[1].size(1), "charrnn_fast: ", op,
+              ": w_hh must be [G * H, H] with G = ", gates, " gates for this cell, got ",
+              weights[1].sizes());
+  d.L = n / per, d.H = weights[1].size(1);
+  if (embed.has_value()) {
+    TORCH_CHECK(embed->dim() == 2, "charrnn_fast: ", op, ": embed must be [V, E], got ",
+                embed->sizes());
+    d.V = embed->size(0), d.E = embed->size(1);
+  } else {
+    d.V = d.E = weights[0].size(1);  // one-hot input: layer 0 takes V inputs
+  }
   check_sizes(op, d.H, d.V);
+  TORCH_CHECK(h0.dim() == 3, "charrnn_fast: ", op, ": h0 must be [L, B, H] with L = ", d.L,
+              ", H = ", d.H, " (from the weights), got ", h0.sizes());
+  d.B = h0.size(1);
   check_f32(op, h0, "h0", {d.L, d.B, d.H});
   check_f32(op, head_w, "head_w", {d.V, d.H});
   if (head_b.has_value()) check_f32(op, *head_b, "head_b", {d.V});
+  if (embed.has_value()) check_f32(op, *embed, "embed", {d.V, d.E});
   TORCH_CHECK(steps >= 0, "charrnn_fast: ", op, ": steps must be >= 0, got ", steps);
   check_sampler_args(temperature, top_k, top_p, argmax);
-  const int64_t n = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(d.L > 0 && (n == 2 * d.L || n == 4 * d.L), "charrnn_fast: ", op,
-              ": weights must hold 2 (no bias) or 4 tensors per layer (w_ih, w_hh[, b_ih, "
-              "b_hh]) for L = ", d.L, " layers, got ", n);
-  d.bias = n == 4 * d.L;
-  d.E = embed.has_value() ? embed->size(1) : d.V;
-  if (embed.has_value()) check_f32(op, *embed, "embed", {d.V, d.E});
   check_tokens(op, tokens, d.B, d.V);
   return d;
 }

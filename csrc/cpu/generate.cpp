@@ -89,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
     double top_p, bool argmax, int64_t seed, int64_t offset) {
   const cpu::DecodeShape d = cpu::check_decode_args(kOp, tokens, h0, embed, weights, head_w,
                                                      head_b, steps, temperature, top_k, top_p,
-                                                     argmax);
+                                                     argmax, 4);
   const cpu::FusedKernels* k = d.k;
   const int64_t L = d.L, B = d.B, H = d.H, V = d.V, E = d.E, G = 4 * H;
   const bool bias = d.bias;

@@ -94,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
   const Cell cell = m == "gru" ? Cell::kGru : (m == "rnn_tanh" ? Cell::kTanh : Cell::kRelu);
   const cpu::DecodeShape d = cpu::check_decode_args(kOp, tokens, h0, embed, weights, head_w,
                                                      head_b, steps, temperature, top_k, top_p,
-                                                     argmax);
+                                                     argmax, cell == Cell::kGru ? 3 : 1);
   const cpu::FusedKernels* k = d.k;
   const int64_t L = d.L, B = d.B, H = d.H, V = d.V, E = d.E;
   const bool bias = d.bias;

@@ -4,6 +4,7 @@
 //
 // The rule (charrnn_fast/generate.py implements the same, for the Python
 // fallback and the tests):
+//   NaN logits count as -inf: never picked (a row of them picks 0).
 //   argmax: the first index of the largest logit.
 //   else:   w_v = exp((z_v - max z) / T), in double, so that any T > 0 is safe
 //           (a tiny T leaves weight only on the maximum: argmax, ties shared);
@@ -66,13 +67,13 @@ struct Sampler {
   int64_t pick(const float* z, int64_t V, int64_t row, int64_t pos, SamplerScratch& s) const {
     int64_t best = 0;
     for (int64_t v = 1; v < V; ++v) {
-      if (z[v] > z[best] || std::isnan(z[best])) best = v;
+      if (z[v] > z[best] || (std::isnan(z[best]) && !std::isnan(z[v]))) best = v;
     }
     if (argmax) return best;
     const double zmax = z[best];
     double kth = -INFINITY;
     if (top_k > 0 && top_k < V) {
-      for (int64_t v = 0; v < V; ++v) s.w[v] = z[v];
+      for (int64_t v = 0; v < V; ++v) s.w[v] = std::isnan(z[v]) ? -INFINITY : z[v];  // an order
       std::nth_element(s.w.begin(), s.w.begin() + (top_k - 1), s.w.end(), std::greater<>());
       kth = s.w[top_k - 1];
     }

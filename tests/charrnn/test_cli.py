@@ -232,3 +232,50 @@ def test_ctrl_c_during_training_saves_a_checkpoint(corpus, tmp_path):
     ckpt = torch.load(cv / "last.pt", weights_only=True)
     last_logged = int(log.read_text().splitlines()[-1].split(",")[0])
     assert ckpt["step"] == last_logged >= 3  # every finished step is in the checkpoint
+
+
+def test_reader_leaving_early_and_closed_stdout(corpus, tmp_path, capsys):
+    """`sample ... | head` ends quietly with status 0 (the reader left, no error);
+    `sample ... >&-` says that standard output is closed."""
+    cv = str(tmp_path / "cv")
+    code, _, err = train_new(corpus, cv, 1, capsys)
+    assert code == 0, err
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn_fast.charrnn",
+        "sample",
+        cv,
+        "-n",
+        "200000",
+        "--seed",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env()
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(20)) == 20
+    proc.stdout.close()  # as `head -c 20` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    shell = " ".join(f"'{a}'" for a in cmd[:-4]) + " -n 5 >&-"
+    closed = subprocess.run(
+        ["bash", "-c", shell], capture_output=True, text=True, env=subprocess_env(), timeout=300
+    )
+    assert closed.returncode == 2, closed.stderr
+    assert closed.stderr.strip() == "charrnn-fast: error: standard output is closed"
+
+
+def test_checkpoint_whose_vocabulary_and_model_disagree(corpus, tmp_path, capsys):
+    cv = tmp_path / "cv"
+    code, _, err = train_new(corpus, str(cv), 1, capsys)
+    assert code == 0, err
+    ckpt = torch.load(cv / "last.pt", weights_only=True)
+    ckpt["vocab"]["symbols"] = ckpt["vocab"]["symbols"][:5]  # a consistent vocabulary of 5
+    ckpt["vocab"]["size"] = 5
+    torch.save(ckpt, tmp_path / "cut.pt")
+    code, out, err = run(["sample", str(tmp_path / "cut.pt")], capsys)
+    assert_user_error(code, err, "its vocabulary has 5 symbols but its model was built for")
+    assert out == ""

@@ -142,3 +142,9 @@ def test_decode_loop_writes_what_one_model_call_per_token_writes(monkeypatch, ki
     monkeypatch.setattr(S, "_uses_decode_loop", lambda m: False)
     assert fast == "".join(generate(model, vocab, **kw))
     assert len(fast) >= 124
+
+
+def test_a_prime_of_unknown_characters_only_warns_and_samples_unprimed(ckpt):
+    with pytest.warns(UserWarning, match="no character of the prime is in the vocabulary"):
+        text = sample(ckpt, length=30, prime="~~", skip_unknown=True, seed=5)
+    assert text == sample(ckpt, length=30, seed=5)

@@ -121,8 +121,9 @@ def test_fallbacks_warn_once_with_reason():
     charrnn_fast.nn._warned.clear()
     proj = charrnn_fast.LSTM(3, 6, proj_size=2)
     x = torch.randn(4, 2, 3)
-    with pytest.warns(UserWarning, match="proj_size > 0"):
+    with pytest.warns(UserWarning, match="proj_size > 0") as got:
         out, (h, c) = proj(x)
+    assert got[0].filename == __file__  # points at the caller's line, not at torch's
     assert out.shape == (4, 2, 2) and c.shape == (1, 2, 6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

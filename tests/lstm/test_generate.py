@@ -183,9 +183,9 @@ def test_bad_tensors_are_named():
     op = torch.ops.charrnn_fast.lstm_lm_generate
     with pytest.raises(RuntimeError, match=r"tokens\[0\] = 30 is outside the vocabulary"):
         op(torch.tensor([30]), h, h, embed, weights, hw, hb, 5, 1.0, 0, 1.0, False, 0, 0)
-    with pytest.raises(RuntimeError, match="weights must hold 2"):
+    with pytest.raises(RuntimeError, match="weights must hold 4 tensors per layer"):
         op(torch.tensor([1]), h, h, embed, weights[:3], hw, hb, 5, 1.0, 0, 1.0, False, 0, 0)
-    with pytest.raises(RuntimeError, match="w_hh must have shape"):
+    with pytest.raises(RuntimeError, match=r"w_hh must be \[G \* H, H\] with G = 4"):
         bad = [weights[0], weights[1][:, :5], *weights[2:]]
         op(torch.tensor([1]), h, h, embed, bad, hw, hb, 5, 1.0, 0, 1.0, False, 0, 0)
     with pytest.raises(RuntimeError, match="must be float32"):
@@ -301,3 +301,59 @@ def test_inference_tensors_decode_like_ordinary_ones():
         inf = [w.clone() for w in weights]
         got = op(tok, h, h, embed, inf, hw.clone(), hb.clone(), 20, 1.0, 0, 1.0, True, 0, 0)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@needs_compiled
+def test_state_and_head_that_disagree_with_the_weights_are_named():
+    """The model's sizes come from its weights; h0, c0 and the head are checked
+    against them, and the error names the one that disagrees."""
+    embed, weights, hw, hb = lm()  # L = 2, H = 24, V = 30, one-hot input
+    op, tok, h = torch.ops.charrnn_fast.lstm_lm_generate, torch.tensor([1]), torch.zeros(2, 1, 24)
+
+    def run(h0=h, c0=h, head_w=hw, head_b=hb):
+        return op(tok, h0, c0, embed, weights, head_w, head_b, 5, 1.0, 0, 1.0, False, 0, 0)
+
+    with pytest.raises(RuntimeError, match=r"h0 must have shape \[2, 1, 24\], got \[1, 1, 24\]"):
+        run(h0=torch.zeros(1, 1, 24))
+    with pytest.raises(RuntimeError, match=r"h0 must have shape \[2, 1, 24\], got \[2, 1, 25\]"):
+        run(h0=torch.zeros(2, 1, 25))
+    with pytest.raises(RuntimeError, match=r"c0 must have shape \[2, 1, 24\], got \[2, 1, 23\]"):
+        run(c0=torch.zeros(2, 1, 23))
+    with pytest.raises(RuntimeError, match=r"head_w must have shape \[30, 24\], got \[31, 24\]"):
+        run(head_w=torch.randn(31, 24), head_b=torch.randn(31))
+    with pytest.raises(ValueError, match=r"weights\[0\] is torch.float32 on cpu but h0 is "):
+        G.lstm_lm_generate(tok, h.double(), h.double(), embed, weights, hw, hb, 5)
+    with pytest.raises(ValueError, match=r"c0 is torch.float32 on cpu but h0 is torch.float64"):
+        G.lstm_lm_generate(tok, h.double(), h, embed, [w.double() for w in weights], hw, hb, 5)
+
+
+@needs_compiled
+def test_nan_logits_are_never_picked_on_either_path():
+    """A NaN logit counts as -inf in the compiled sampler and in the PyTorch loop
+    alike (torch.argmax alone would take it for the maximum); a row of NaNs gives 0."""
+    embed, weights, hw, hb = lm()
+    nan_first = hw.clone()
+    nan_first[0, 0] = float("nan")  # token 0's logit is NaN at every step
+    tok, h = torch.tensor([1, 2, 3]), torch.full((2, 3, 24), 0.5)
+    for head, expect_zero in ((nan_first, False), (torch.full_like(hw, float("nan")), True)):
+        for argmax in (False, True):
+            args = (tok, h, h, embed, weights, head, hb, 30)
+            ours = G.lstm_lm_generate(*args, argmax=argmax, seed=3)[0]
+            ref = G._generate_python(*args, 1.0, 0, 1.0, argmax, 3, 0)[0]
+            assert torch.equal(ours, ref), (argmax, ours, ref)
+            assert bool((ours == 0).all()) == expect_zero and (expect_zero or not (ours == 0).any())
+    z = torch.tensor([[float("nan"), 1.0, 2.0], [float("nan")] * 3])
+    assert G.pick(z, argmax=True).tolist() == [2, 0]
+    assert G.pick(z, top_k=1, seed=1).tolist() == [2, 0]
+
+
+@needs_compiled
+def test_any_python_int_seed_is_its_value_mod_2_64():
+    """Seeds past int64 (the op's type) are reduced mod 2^64 before the call, as the
+    Python sampler's uniform() reduces them: no overflow error, the same streams."""
+    for big in (2**63, 2**64 + 5, -(2**70) + 7):
+        small = big % 2**64 - (2**64 if big % 2**64 >= 2**63 else 0)  # the int64 with those bits
+        ours = call(G.lstm_lm_generate, seed=big)[0]
+        assert torch.equal(ours, call(G.lstm_lm_generate, seed=small)[0])
+        assert torch.equal(ours, call(G._generate_python, seed=big)[0])
+    assert not torch.equal(call(G.lstm_lm_generate, seed=2**63)[0], call(G.lstm_lm_generate)[0])

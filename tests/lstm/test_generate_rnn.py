@@ -140,11 +140,14 @@ def test_bad_arguments_are_named():
         op("lstm", *args)
     with pytest.raises(ValueError, match="mode must be one of"):
         G.rnn_lm_generate("lstm", *args[:7])
-    with pytest.raises(RuntimeError, match=r"w_ih must have shape \[24, 30\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"w_hh must be \[G \* H, H\] with G = 1 gates for this cell, got \[72, 24\]",
+    ):
         op("rnn_tanh", *args)  # GRU weights (3H rows) for a 1-gate cell
     with pytest.raises(RuntimeError, match=r"tokens\[0\] = 30 is outside the vocabulary"):
         op("gru", torch.tensor([30]), *args[1:])
-    with pytest.raises(RuntimeError, match="weights must hold 2"):
+    with pytest.raises(RuntimeError, match="weights must hold 4 tensors per layer"):
         op("gru", args[0], h, embed, weights[:3], *args[4:])
     with pytest.raises(RuntimeError, match="temperature must be > 0"):
         op("gru", *args[:7], 0.0, *args[8:])
@@ -214,6 +217,6 @@ def test_no_rows_and_empty_sizes(mode):
         torch.set_num_threads(before)
     op = torch.ops.charrnn_fast.rnn_lm_generate
     empty = torch.zeros(2, 1, 0)
-    with pytest.raises(RuntimeError, match="hidden size and head_w's vocabulary must be >= 1"):
-        op("gru", torch.tensor([0]), empty, None, [], torch.zeros(3, 0), None, 5, 1.0, 0, 1.0,
-           False, 0, 0)  # fmt: skip
+    with pytest.raises(RuntimeError, match="hidden size and vocabulary must be >= 1"):
+        op("gru", torch.tensor([0]), empty, None, [torch.zeros(0, 3), torch.zeros(0, 0)],
+           torch.zeros(3, 0), None, 5, 1.0, 0, 1.0, False, 0, 0)  # fmt: skip
