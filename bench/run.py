@@ -135,17 +135,19 @@ def _prepare(row: dict, args: argparse.Namespace, shape: config.Shape, device: s
     if mode == "sample":
         base = providers.BASELINE[device]
         wrong = None if prov == base else sampling.check(prov, base, shape, device, args.seed)
-        fn, note = sampling.workload(prov, shape, device, seed=args.seed)
     else:
         verdict = checker.check(prov, shape, dtype, device, mode)
         row.update(max_err=verdict.err, tol=verdict.tol, check_seq=verdict.seq,
                    oracle=verdict.oracle)  # fmt: skip
         wrong = None if verdict.ok else verdict.describe()
-        fn, note = providers.workload(prov, mode, shape, dtype, device, seed=args.seed)
     if wrong is not None:
         row.update(status="disagrees", note=wrong)
         report.progress(f"{label}: DISAGREES: {wrong}")
         return None
+    if mode == "sample":
+        fn, note = sampling.workload(prov, shape, device, seed=args.seed)
+    else:
+        fn, note = providers.workload(prov, mode, shape, dtype, device, seed=args.seed)
     fn()
     row["note"] = note
     report.progress(f"{label}: checked in {time.perf_counter() - t0:.1f} s")
