@@ -106,9 +106,20 @@ def _plan(
         dtypes = [config.parse_dtype(d) for d in config.split_list(args.dtypes) or default_dtypes]
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
+    # Each configuration once (a row is found again by its sizes: report.config_key).
+    shapes, args.sample_shapes = _unique(shapes), _unique(args.sample_shapes)
+    modes = list(dict.fromkeys(modes))
     # The baseline first: each group of rows in the table then starts with it.
     provs.sort(key=lambda p: p not in providers.BASELINE.values())
     return device, list(dict.fromkeys(provs)), shapes, modes, list(dict.fromkeys(dtypes)), notes
+
+
+def _unique(shapes: list[config.Shape]) -> list[config.Shape]:
+    """The first of the shapes with the same sizes (`tiny` and `2x64:16:32` are one)."""
+    seen: dict[tuple, config.Shape] = {}
+    for s in shapes:
+        seen.setdefault((s.layers, s.hidden, s.input_size, s.batch, s.seq), s)
+    return list(seen.values())
 
 
 def _row(provider: str, mode: str, dtype: str, shape: config.Shape, device: str) -> dict:
@@ -188,21 +199,27 @@ def _time_group(group: dict[str, tuple[dict, Callable[[], object], str]], device
     """Time the checked rows of one (dtype, shape, mode). CPU rows: their calls
     interleave (timing.alternate), so the machine's drift, which on a shared VM
     can exceed the difference between providers, lands on all of them alike; the
-    speed-up is then the median of per-round ratios (report.add_speedups). GPU
-    rows: each on its own (timing.time_step: do_bench)."""
+    speed-up is then the median of per-round ratios (report.add_speedups). A
+    provider that fails there errs its own row, and the others are timed again
+    without it. GPU rows: each on its own (timing.time_step: do_bench)."""
     on_cpu = {p: v for p, v in group.items() if providers.device_of(p, device).type == "cpu"}
-    if on_cpu:
-        times = timing.alternate({p: fn for p, (_, fn, _) in on_cpu.items()}, budget)
-        how = f"interleaved per call with {len(on_cpu) - 1} other provider(s)"
-        for p, (row, fn, label) in on_cpu.items():
-            _fill(row, timing.summarize(times[p], how), fn, shape, device, peak, label)
-            row["times_ms"] = times[p]
-    for p, (row, fn, label) in group.items():
-        if p in on_cpu:
-            continue
+    times: dict[str, list[float]] = {}
+    while on_cpu and not times:
         try:
-            t = timing.time_step(fn, providers.device_of(p, device), budget)
-            _fill(row, t, fn, shape, device, peak, label)
+            times = timing.alternate({p: fn for p, (_, fn, _) in on_cpu.items()}, budget)
+        except timing.WorkloadFailed as e:
+            row, _, label = on_cpu.pop(e.name)
+            _error(row, label, e.__cause__ or e)
+    others = len(on_cpu) - 1
+    how = f"interleaved per call with {others} other provider(s)" if others else "per call"
+    for p, (row, fn, label) in group.items():
+        try:
+            if p in on_cpu:
+                _fill(row, timing.summarize(times[p], how), fn, shape, device, peak, label)
+                row["times_ms"] = times[p]
+            elif row["status"] is None:  # not a CPU row that failed above
+                t = timing.time_step(fn, providers.device_of(p, device), budget)
+                _fill(row, t, fn, shape, device, peak, label)
         except Exception as exc:
             _error(row, label, exc)
 
@@ -274,10 +291,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
             except Exception as exc:
                 _error(row, label, exc)
         try:
-            _time_group(group, device, shape, budget, peak)
-        except Exception as exc:  # a step that failed while interleaved: the whole group
-            for row, _, label in group.values():
-                _error(row, label, exc)
+            _time_group(group, device, shape, budget, peak)  # errs the rows that fail
         finally:
             group.clear()
             gc.collect()

@@ -107,6 +107,14 @@ def _time_cuda_events(fn: Callable[[], object], warmup_ms: int, rep_ms: int) -> 
     return Timing(med, p20, p80, n, "cuda events")
 
 
+class WorkloadFailed(RuntimeError):
+    """One workload of alternate() raised (the cause is chained): `name` says which."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} failed while timed")
+        self.name = name
+
+
 def alternate(
     fns: dict[str, Callable[[], object]],
     budget: Budget | None = None,
@@ -121,13 +129,21 @@ def alternate(
     times of two workloads form a fair pair. `rounds` fixed, or, from `budget`:
     at least cpu_min_samples rounds and cpu_min_run_s per workload, at most
     cpu_max_run_s per workload. Warm-up: two calls each (one for a call over 1 s).
+    A workload that raises ends it with WorkloadFailed naming that workload.
     """
     names = list(fns)
-    for f in fns.values():
+
+    def call(n: str) -> None:
+        try:
+            fns[n]()
+        except Exception as e:
+            raise WorkloadFailed(n) from e
+
+    for n in names:
         t0 = time.perf_counter()
-        f()
+        call(n)
         if time.perf_counter() - t0 < 1.0:
-            f()
+            call(n)
     times: dict[str, list[float]] = {n: [] for n in names}
     start, r = time.perf_counter(), 0
     while True:
@@ -145,7 +161,7 @@ def alternate(
         order = names[k:] + names[:k]
         for n in order if r % 2 == 0 else order[::-1]:
             t0 = clock()
-            fns[n]()
+            call(n)
             times[n].append((clock() - t0) * 1e3)
         r += 1
     return times

@@ -42,7 +42,7 @@ def load_model(
     ckpt = load_checkpoint(path, map_location="cpu")
     vocab = Vocab.from_dict(ckpt["vocab"])
     size = ckpt["model_config"].get("vocab_size")
-    if size != len(vocab):
+    if size is not None and size != len(vocab):  # no size: build_model says what is missing
         raise CheckpointError(
             f"{ckpt['path']}: its vocabulary has {len(vocab)} symbols but its model was built "
             f"for {size} (the file was altered, or pieced together from two checkpoints)"

@@ -92,6 +92,8 @@ inline DecodeShape check_decode_args(const char* op, const at::Tensor& tokens,
     TORCH_CHECK(embed->dim() == 2, "charrnn_fast: ", op, ": embed must be [V, E], got ",
                 embed->sizes());
     d.V = embed->size(0), d.E = embed->size(1);
+    TORCH_CHECK(d.E >= 1, "charrnn_fast: ", op, ": embed must have at least one column, got ",
+                embed->sizes());
   } else {
     d.V = d.E = weights[0].size(1);  // one-hot input: layer 0 takes V inputs
   }

@@ -117,7 +117,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_lm_generate_cpu(
   float* h_p = h.data_ptr<float>();
   float* c_p = c.data_ptr<float>();
   int64_t* ids_p = ids.data_ptr<int64_t>();
-  const float* emb_p = embed.has_value() ? embed->const_data_ptr<float>() : nullptr;
+  // Rows of the embedding are read by pointer: a view (transposed, expanded) in order first.
+  const at::Tensor emb = embed.has_value() ? embed->contiguous() : at::Tensor();
+  const float* emb_p = emb.defined() ? emb.const_data_ptr<float>() : nullptr;
   const Sampler sampler{temperature, top_k, top_p, argmax, static_cast<uint64_t>(seed)};
   const int64_t kmax = std::max(E, H) + H;
 

@@ -110,7 +110,9 @@ std::tuple<at::Tensor, at::Tensor> rnn_lm_generate_cpu(
   const float* hb_p = head_bias.defined() ? head_bias.const_data_ptr<float>() : nullptr;
   const at::Tensor tok = tokens.contiguous();
   const int64_t* tok_p = tok.const_data_ptr<int64_t>();
-  const float* emb_p = embed.has_value() ? embed->const_data_ptr<float>() : nullptr;
+  // Rows of the embedding are read by pointer: a view (transposed, expanded) in order first.
+  const at::Tensor emb = embed.has_value() ? embed->contiguous() : at::Tensor();
+  const float* emb_p = emb.defined() ? emb.const_data_ptr<float>() : nullptr;
 
   at::Tensor h = h0.clone();  // [L, B, H], updated in place
   at::Tensor ids = at::empty({B, steps}, tokens.options());

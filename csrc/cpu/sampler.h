@@ -64,16 +64,19 @@ struct Sampler {
   uint64_t seed;
 
   // z: the V logits of one row; row, pos: the random stream's coordinates.
+  // A logit as it ranks: NaN as -inf.
+  static double rank(float x) { return std::isnan(x) ? -INFINITY : x; }
+
   int64_t pick(const float* z, int64_t V, int64_t row, int64_t pos, SamplerScratch& s) const {
     int64_t best = 0;
     for (int64_t v = 1; v < V; ++v) {
-      if (z[v] > z[best] || (std::isnan(z[best]) && !std::isnan(z[v]))) best = v;
+      if (rank(z[v]) > rank(z[best])) best = v;
     }
     if (argmax) return best;
-    const double zmax = z[best];
+    const double zmax = rank(z[best]);
     double kth = -INFINITY;
     if (top_k > 0 && top_k < V) {
-      for (int64_t v = 0; v < V; ++v) s.w[v] = std::isnan(z[v]) ? -INFINITY : z[v];  // an order
+      for (int64_t v = 0; v < V; ++v) s.w[v] = rank(z[v]);  // NaN would break the order
       std::nth_element(s.w.begin(), s.w.begin() + (top_k - 1), s.w.end(), std::greater<>());
       kth = s.w[top_k - 1];
     }

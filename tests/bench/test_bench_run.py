@@ -235,3 +235,29 @@ def test_interleaved_fresh_processes_time_each_side_apart(tmp_path) -> None:
     assert row["base"]["provider"] == "torch-cpu" and row["prov"]["provider"] == "cpu"
     lo, hi = row["speedup_p20_p80"]
     assert 0 < lo <= row["speedup_median_of_ratios"] <= hi
+
+
+def test_a_provider_failing_while_timed_errs_its_own_row_only(monkeypatch, tmp_path) -> None:
+    """A step that passes its check and first call, then raises during the
+    interleaved timing, errs its row; the others are timed again without it. A shape
+    named twice (by preset and by its sizes) is measured once."""
+    calls = {"n": 0}
+
+    def fwd_late(gx, w_hh, h0, c0, training):
+        calls["n"] += 1
+        if calls["n"] > 3:  # after the check and the first call
+            raise RuntimeError("late failure in a test double")
+        return reference.lstm_fwd(gx, w_hh, h0, c0, training)
+
+    _register(monkeypatch, "late", fwd=fwd_late)
+    path = tmp_path / "r.json"
+    rc = bench_run.main(["--device", "cpu", "--providers", "torch-cpu,late,reference",
+                         "--shapes", "1x16:4:6,1x16:4:6", "--modes", "fwd,fwd", "--quick",
+                         "--json", str(path)])  # fmt: skip
+    assert rc == 1  # an error row fails the run
+    rows = {r["provider"]: r for r in json.loads(path.read_text())["rows"]}
+    assert len(json.loads(path.read_text())["rows"]) == 3
+    assert rows["late"]["status"] == "error" and "late failure" in rows["late"]["note"]
+    for p in ("torch-cpu", "reference"):
+        assert rows[p]["status"] == "ok" and rows[p]["samples"] >= 5, rows[p]
+    assert rows["reference"]["speedup_vs_baseline"] > 0

@@ -347,6 +347,44 @@ def test_nan_logits_are_never_picked_on_either_path():
     assert G.pick(z, top_k=1, seed=1).tolist() == [2, 0]
 
 
+def _compiled_pick(z: list[float], **kw) -> int:
+    """The compiled sampler on logits z: a 1-unit LSTM with zero weights and a zero
+    head, so the logits are head_b = z exactly."""
+    V, op = len(z), torch.ops.charrnn_fast.lstm_lm_generate
+    zeros = torch.zeros(1, 1, 1)
+    o = dict(temperature=1.0, top_k=0, top_p=1.0, argmax=False, seed=0) | kw
+    ids = op(torch.tensor([0]), zeros, zeros, None, [torch.zeros(4, V), torch.zeros(4, 1)],
+             torch.zeros(V, 1), torch.tensor(z), 1, *o.values(), 0)[0]  # fmt: skip
+    return int(ids[0, 0])
+
+
+@needs_compiled
+@pytest.mark.parametrize("kw", [dict(argmax=True), dict(), dict(top_k=2), dict(top_p=0.3),
+                                dict(top_k=2, top_p=0.5), dict(temperature=1e-30)], ids=str)  # fmt: skip
+def test_compiled_and_python_samplers_agree_on_nan_and_infinite_logits(kw):
+    nan, inf = math.nan, math.inf
+    rows = [[nan, -inf], [nan, nan, -inf, -inf], [-inf, nan], [nan, nan], [nan, 1.0, nan, 1.0],
+            [inf, nan, inf], [nan, inf], [-inf, -inf], [2.0, nan, 1.0, 3.0, nan, 0.5]]  # fmt: skip
+    for z in rows:
+        for seed in range(4):
+            ref = G.pick(torch.tensor([z]), **(dict(seed=seed) | kw))
+            assert _compiled_pick(z, **(dict(seed=seed) | kw)) == int(ref[0]), (z, seed)
+
+
+@needs_compiled
+def test_embedding_views_are_read_in_their_logical_order():
+    """A transposed or expanded embedding gives the tokens of its contiguous copy
+    (the op once read its storage as if it were [V, E] in order)."""
+    embed, weights, hw, hb = lm(E=8)
+    tok, h = torch.tensor([1, 5, 29]), torch.zeros(2, 3, 24)
+    args = (weights, hw, hb, 20, 1.0, 0, 1.0, True, 0, 0)
+    op = torch.ops.charrnn_fast.lstm_lm_generate
+    for view in (embed.t().contiguous().t(), torch.randn(1, 8).expand(30, 8)):
+        assert torch.equal(
+            op(tok, h, h, view, *args)[0], op(tok, h, h, view.contiguous(), *args)[0]
+        )
+
+
 @needs_compiled
 def test_any_python_int_seed_is_its_value_mod_2_64():
     """Seeds past int64 (the op's type) are reduced mod 2^64 before the call, as the
