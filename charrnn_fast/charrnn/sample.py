@@ -149,7 +149,7 @@ def generate_rows(
         warnings.warn(
             "no character of the prime is in the vocabulary (skip_unknown dropped them all): "
             "sampling without a prime",
-            stacklevel=2,
+            stacklevel=3,  # past no_grad's generator wrapper: the caller of next()
         )
     decoders = [vocab.incremental_decoder() for _ in range(rows)]
     if ids:
