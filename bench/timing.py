@@ -215,8 +215,10 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def steady_cpu_allocator() -> bool:
-    """Pin glibc's mmap threshold at the value its dynamic rule converges to, so every
-    CPU row is timed under the same allocator behaviour. False where not glibc."""
+    """Pin glibc's mmap threshold at the ceiling its dynamic rule rises to, so every
+    CPU row is timed under the same allocator behaviour. The trim threshold keeps
+    glibc's default (128 KiB): freed memory returns to the OS between calls, as in
+    a fresh process (bench/README.md, "Timing"). False where not glibc."""
     libc = _libc()
     return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP_THRESHOLD))
 
