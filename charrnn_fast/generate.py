@@ -88,7 +88,8 @@ def pick(
     """
     B, V = logits.shape
     # NaN logits are never picked (as -inf): a row of them gives token 0, as does the
-    # compiled sampler (torch.argmax would take a NaN for the maximum).
+    # compiled sampler (torch.argmax would take a NaN for the maximum). Infinities stay
+    # (nan_to_num's default would clamp them to the largest finite double).
     z = logits.double().nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     best = z.argmax(dim=1)  # the first maximum
     if argmax:

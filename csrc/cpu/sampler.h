@@ -63,10 +63,10 @@ struct Sampler {
   bool argmax;
   uint64_t seed;
 
-  // z: the V logits of one row; row, pos: the random stream's coordinates.
   // A logit as it ranks: NaN as -inf.
   static double rank(float x) { return std::isnan(x) ? -INFINITY : x; }
 
+  // z: the V logits of one row; row, pos: the random stream's coordinates.
   int64_t pick(const float* z, int64_t V, int64_t row, int64_t pos, SamplerScratch& s) const {
     int64_t best = 0;
     for (int64_t v = 1; v < V; ++v) {
