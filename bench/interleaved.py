@@ -38,11 +38,6 @@ from bench import config, providers, report, sampling, timing
 from bench.check import Checker
 
 
-def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
-
-
 def _make(p: str, shape: config.Shape, mode: str, seed: int):
     if mode == "sample":
         return sampling.workload(p, shape, "cpu", seed)[0]
@@ -56,13 +51,13 @@ def _row(prov: str, base: str, shape: config.Shape, mode: str, rounds: int,
     flops = config.flops(shape, mode)
     out = {"shape": shape.name, "spec": shape.spec, "mode": mode, "rounds": rounds}
     for p, key in ((base, "base"), (prov, "prov")):
-        med = statistics.median(times[p])
-        out[key] = {"provider": p, "median_ms": med, "p20_ms": _quantile(times[p], 0.2),
-                    "p80_ms": _quantile(times[p], 0.8),
+        med, p20, p80 = timing.quantiles(times[p])
+        out[key] = {"provider": p, "median_ms": med, "p20_ms": p20, "p80_ms": p80,
                     "gflops": flops / (med / 1e3) / 1e9}  # fmt: skip
     out["speedup_of_medians"] = out["base"]["median_ms"] / out["prov"]["median_ms"]
-    out["speedup_median_of_ratios"] = statistics.median(ratios)
-    out["speedup_p20_p80"] = (_quantile(ratios, 0.2), _quantile(ratios, 0.8))
+    med, p20, p80 = timing.quantiles(ratios)  # the median is report._speedup's
+    out["speedup_median_of_ratios"] = med
+    out["speedup_p20_p80"] = (p20, p80)
     return out
 
 

@@ -173,6 +173,23 @@ def cudnn_note(provider: str, lstm: nn.LSTM, x: Tensor) -> str:
     return f"nn.LSTM did not call cuDNN for {x.dtype} (native CUDA path timed)"
 
 
+def aten_note(provider: str, lstm: nn.LSTM, x: Tensor, grad: bool) -> str:
+    """For charrnn_fast rows: a note when the module hands the call on x[T,B,I] to
+    ATen's fused LSTM (backends/cpu.py: aten_serves; oneDNN's aten.mkldnn_rnn_layer),
+    i.e. the row times the baseline's own kernels: its speed-up is 1 within the noise."""
+    if impl_of(provider) == "torch" or x.device.type != "cpu":
+        return ""
+    with torch.set_grad_enabled(grad), _OpRecorder() as rec:
+        lstm(x.requires_grad_(grad))
+    if not any(op.startswith("aten.") and "rnn" in op for op in rec.ops):
+        return ""  # our kernels (or the reference loop's plain ops)
+    return "same kernels as the baseline: charrnn_fast.LSTM handed the call to ATen's LSTM"
+
+
+def _notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
 def workload(
     provider: str, mode: str, shape: Shape, dtype: str, device: str, sets: int = 3, seed: int = 0
 ) -> tuple[Callable[[], object], str]:
@@ -191,6 +208,7 @@ def workload(
         return torch.randn(size, device=dev, generator=g).to(dt).requires_grad_(grad)
 
     probe = torch.zeros((2, B, H), device=dev, dtype=dt)  # for cudnn_note: zeros, not from g
+    served = aten_note(provider, lstm, torch.zeros((T, B, H), device=dev, dtype=dt), mode != "fwd")
     if mode == "fwd":
         lstm.eval()
         xs = itertools.cycle([randn(T, B, H) for _ in range(sets)])
@@ -199,7 +217,7 @@ def workload(
             with torch.no_grad():
                 return lstm(next(xs))[0]
 
-        return fwd, cudnn_note(provider, lstm, probe)
+        return fwd, _notes(cudnn_note(provider, lstm, probe), served)
     if mode == "fwdbwd":
         lstm.train()  # cuDNN computes no backward in eval mode
         params = list(lstm.parameters())
@@ -210,7 +228,7 @@ def workload(
             y, _ = lstm(x)
             return torch.autograd.grad(y, [x, *params], dy)
 
-        return fwdbwd, cudnn_note(provider, lstm, probe)
+        return fwdbwd, _notes(cudnn_note(provider, lstm, probe), served)
     if mode != "train":
         raise ValueError(f"unknown mode {mode!r}")
     model = char_model(lstm)
@@ -232,7 +250,4 @@ def workload(
         opt.step()
         return loss
 
-    note = "; ".join(
-        x for x in (f"char model, V={VOCAB}, Adam", cudnn_note(provider, lstm, probe)) if x
-    )
-    return train, note
+    return train, _notes(f"char model, V={VOCAB}, Adam", cudnn_note(provider, lstm, probe), served)

@@ -155,7 +155,9 @@ def _fmt(v: object, digits: int = 3) -> str:
 
 def _status_text(r: dict) -> str:
     if r["status"] == "ok":
-        return f"ok, noisy (p20-p80 spread {r['spread']:.0%})" if is_noisy(r) else "ok"
+        text = f"ok, noisy (p20-p80 spread {r['spread']:.0%})" if is_noisy(r) else "ok"
+        same = "same kernels as the baseline" in (r.get("note") or "")
+        return f"{text}; the baseline's kernels (ATen)" if same else text
     if r["status"] == "disagrees":
         return f"DISAGREES: {r['note']}"
     return f"{r['status']}: {r['note']}"

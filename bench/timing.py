@@ -49,7 +49,8 @@ QUICK = Budget(gpu_warmup_ms=5, gpu_rep_ms=20, gpu_min_samples=MIN_SAMPLES, gpu_
                cpu_min_run_s=0.05, cpu_min_samples=MIN_SAMPLES, cpu_max_run_s=2.0)  # fmt: skip
 
 
-def _quantiles(times_ms: list[float]) -> tuple[float, float, float]:
+def quantiles(times_ms: list[float]) -> tuple[float, float, float]:
+    """Median, p20 and p80 (inclusive deciles) of per-call times or ratios."""
     if len(times_ms) == 1:
         return times_ms[0], times_ms[0], times_ms[0]
     q = statistics.quantiles(times_ms, n=10, method="inclusive")  # deciles: q[1]=p20, q[7]=p80
@@ -103,7 +104,7 @@ def _time_cuda_events(fn: Callable[[], object], warmup_ms: int, rep_ms: int) -> 
         fn()
         e.record()
     torch.cuda.synchronize()
-    med, p20, p80 = _quantiles([s.elapsed_time(e) for s, e in events])
+    med, p20, p80 = quantiles([s.elapsed_time(e) for s, e in events])
     return Timing(med, p20, p80, n, "cuda events")
 
 
@@ -169,7 +170,7 @@ def alternate(
 
 def summarize(times_ms: list[float], method: str) -> Timing:
     """A Timing from per-call times (ms), e.g. one workload's share of alternate()."""
-    med, p20, p80 = _quantiles(times_ms)
+    med, p20, p80 = quantiles(times_ms)
     return Timing(med, p20, p80, len(times_ms), method)
 
 

@@ -172,6 +172,34 @@ def test_speedup_needs_enough_samples_and_noise_is_flagged() -> None:
     assert table.count("noisy (p20-p80 spread 60%)") == 1
 
 
+@pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="ATen serves our module's calls via oneDNN"
+)
+def test_rows_that_time_atens_lstm_on_both_sides_say_so(monkeypatch) -> None:
+    # Where charrnn_fast.LSTM hands a call to ATen's LSTM (backends/cpu.py), its
+    # row times the baseline's own kernels: a 0.95x there is noise, and the
+    # note and the table must say which rows those are.
+    from bench import config, providers
+
+    def note(provider: str, mode: str) -> str:
+        return providers.workload(provider, mode, config.parse_shape("tiny"), "float32", "cpu")[1]
+
+    same = "same kernels as the baseline"
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "auto")  # tests/conftest.py forces "ours"
+    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
+    for mode in ("fwd", "fwdbwd", "train"):  # H = 64: below the box, ATen serves every mode
+        assert same in note("cpu", mode)
+        assert same not in note("reference", mode)  # a plain loop of aten ops, not ATen's LSTM
+        assert same not in note("torch-cpu", mode)
+    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "ours")
+    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "ours")
+    for mode in ("fwd", "fwdbwd", "train"):
+        assert same not in note("cpu", mode)
+    row = _timed("cpu", 5.0, 4.9, 5.1, 20)
+    row["note"] = note("reference", "fwd") + "; " + same
+    assert report._status_text(row) == "ok; the baseline's kernels (ATen)"
+
+
 def test_alternate_rotates_the_order_and_pairs_survive_drift() -> None:
     """timing.alternate calls every workload once per round, rotating and reversing
     the order; a burst of other work during some rounds moves both sides' medians
