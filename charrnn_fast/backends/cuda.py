@@ -35,7 +35,7 @@ def _why_not(x: Tensor, w_hh: Tensor) -> str | None:
     if x.dtype not in DTYPES:
         return f"dtype {x.dtype} unsupported (expected one of {DTYPES})"
     # setup.py builds for 7.5+ (the stepwise path; persistent needs 8.0, which
-    # lstm_cuda.cpp checks). get_device_properties, not get_device_capability:
+    # csrc/cuda/choose.cpp checks). get_device_properties, not get_device_capability:
     # Dynamo folds it to a constant.
     prop = torch.cuda.get_device_properties(x.device)
     if (prop.major, prop.minor) < (7, 5):

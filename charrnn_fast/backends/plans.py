@@ -43,7 +43,7 @@ down that backend's ladder, with a warning; a forced path never degrades, it
 raises. Triton remembers the replacement per (backend, direction, device,
 dtype, B, H) in FALLBACKS below, so later calls go straight to it. The CUDA
 side needs no Python on a launch: it caches its plans in C++
-(csrc/cuda/lstm_cuda.cpp, persistent_plan) and falls back per call (launched()).
+(csrc/cuda/choose.cpp, persistent_plan) and falls back per call (launched()).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// Interface between the torch-side binding (lstm_cuda.cpp, compiled by the host
+// Interface between the torch-side binding (lstm_cuda.cpp, choose.cpp: compiled by the host
 // compiler) and the lean CUDA translation units (*.cu, compiled by nvcc).
 //
 // Only plain types cross this boundary: raw device pointers, sizes, a dtype tag

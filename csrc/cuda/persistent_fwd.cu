@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
     }
   }
 #else
-  __trap();  // never launched below sm_80 (lstm_cuda.cpp plans stepwise there)
+  __trap();  // never launched below sm_80 (choose.cpp plans stepwise there)
 #endif
 }
 

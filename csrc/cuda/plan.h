@@ -2,7 +2,7 @@
 // runs a call, with which persistent geometry, and why. Pure functions of the
 // problem size and the device limits, so they can be reasoned about (and
 // tested, csrc/cuda/emu and tests/lstm/test_planners.py) without a GPU. The
-// binding (lstm_cuda.cpp) adds the occupancy check, the cache, and the path
+// binding (choose.cpp) adds the occupancy check, the cache, and the path
 // forced by the environment, parsed here (parse_forced_paths) with the same
 // grammar as charrnn_fast/backends/plans.py.
 // Legend: B batch, H hidden units, U units per block, BS batch rows per block.
