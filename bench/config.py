@@ -65,6 +65,9 @@ _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "hal
 
 # Vocabulary of the char model in `train` mode: tiny-shakespeare's 65 symbols.
 VOCAB = 65
+# In the note of a row whose charrnn_fast module handed the call to ATen's LSTM
+# (providers.aten_note), and what the report looks for to mark it.
+SAME_KERNELS = "same kernels as the baseline"
 
 _SPEC = re.compile(r"^(\d+)x(\d+):(\d+):(\d+)$")
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import charrnn_fast
-from bench.config import DTYPES, VOCAB, Shape
+from bench.config import DTYPES, SAME_KERNELS, VOCAB, Shape
 from charrnn_fast import backends
 
 BASELINE = {"cuda": "cudnn", "cpu": "torch-cpu"}  # device type -> baseline provider
@@ -183,7 +183,7 @@ def aten_note(provider: str, lstm: nn.LSTM, x: Tensor, grad: bool) -> str:
         lstm(x.requires_grad_(grad))
     if not any(op.startswith("aten.") and "rnn" in op for op in rec.ops):
         return ""  # our kernels (or the reference loop's plain ops)
-    return "same kernels as the baseline: charrnn_fast.LSTM handed the call to ATen's LSTM"
+    return f"{SAME_KERNELS}: charrnn_fast.LSTM handed the call to ATen's LSTM"
 
 
 def _notes(*notes: str) -> str:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from bench.config import SAME_KERNELS
+
 SCHEMA = "charrnn_fast.bench/1"
 ROW_FIELDS = (
     "provider", "device", "mode", "dtype", "shape", "layers", "hidden", "input_size", "batch",
@@ -156,7 +158,7 @@ def _fmt(v: object, digits: int = 3) -> str:
 def _status_text(r: dict) -> str:
     if r["status"] == "ok":
         text = f"ok, noisy (p20-p80 spread {r['spread']:.0%})" if is_noisy(r) else "ok"
-        same = "same kernels as the baseline" in (r.get("note") or "")
+        same = SAME_KERNELS in (r.get("note") or "")
         return f"{text}; the baseline's kernels (ATen)" if same else text
     if r["status"] == "disagrees":
         return f"DISAGREES: {r['note']}"

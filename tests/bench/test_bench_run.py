@@ -184,7 +184,7 @@ def test_rows_that_time_atens_lstm_on_both_sides_say_so(monkeypatch) -> None:
     def note(provider: str, mode: str) -> str:
         return providers.workload(provider, mode, config.parse_shape("tiny"), "float32", "cpu")[1]
 
-    same = "same kernels as the baseline"
+    same = config.SAME_KERNELS
     monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "auto")  # tests/conftest.py forces "ours"
     monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
     for mode in ("fwd", "fwdbwd", "train"):  # H = 64: below the box, ATen serves every mode
