@@ -47,16 +47,16 @@ def _mix(z: Tensor) -> Tensor:
     return z ^ _srl(z, 31)
 
 
+def _seed_bits(seed: int) -> int:
+    """Any Python int seed as the int64 with the bits of seed mod 2^64: what the
+    compiled ops take, and what uniform's streams start from."""
+    return _u64(seed % (1 << 64))
+
+
 def uniform(seed: int, rows: Tensor, pos: int | Tensor) -> Tensor:
     """The sampler's u in [0, 1) for rows[B] (int64) at output position `pos`: float64 [B]."""
-    s = _mix(torch.full_like(rows, _u64(seed % (1 << 64))))
+    s = _mix(torch.full_like(rows, _seed_bits(seed)))
     return _srl(_mix(_mix(s ^ rows) ^ pos), 11).double() * 2.0**-53
-
-
-def _seed_bits(seed: int) -> int:
-    """Any Python int seed as the int64 with the bits of seed mod 2^64, which the
-    compiled ops take (uniform reduces it the same way)."""
-    return _u64(seed % (1 << 64))
 
 
 def check_sampler_args(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:

@@ -87,7 +87,8 @@ struct Sampler {
       s.w[v] = w;
       total += w;
     }
-    if (!(total > 0) || !std::isfinite(total)) return best;  // NaN logits: no distribution
+    // No weight (every logit NaN or -inf), or none defined (+inf logits: inf - inf): the best.
+    if (!(total > 0) || !std::isfinite(total)) return best;
     if (top_p < 1) {
       std::iota(s.order.begin(), s.order.end(), 0);
       std::stable_sort(s.order.begin(), s.order.end(),

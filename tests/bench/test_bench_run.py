@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `bench` is a top-level folder of the repository, not installed
     sys.path.insert(0, str(REPO))
 
-from bench import compare, report, timing  # noqa: E402
+from bench import compare, config, providers, report, timing  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 HEADER_KEYS = ("device", "torch", "triton", "cuda", "cudnn", "git_sha", "date", "cpu_model",
@@ -179,8 +179,6 @@ def test_rows_that_time_atens_lstm_on_both_sides_say_so(monkeypatch) -> None:
     # Where charrnn_fast.LSTM hands a call to ATen's LSTM (backends/cpu.py), its
     # row times the baseline's own kernels: a 0.95x there is noise, and the
     # note and the table must say which rows those are.
-    from bench import config, providers
-
     def note(provider: str, mode: str) -> str:
         return providers.workload(provider, mode, config.parse_shape("tiny"), "float32", "cpu")[1]
 
