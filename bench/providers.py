@@ -175,7 +175,7 @@ def cudnn_note(provider: str, lstm: nn.LSTM, x: Tensor) -> str:
 
 def aten_note(provider: str, lstm: nn.LSTM, x: Tensor, grad: bool) -> str:
     """For charrnn_fast rows: a note when the module hands the call on x[T,B,I] to
-    ATen's fused LSTM (backends/cpu.py: aten_serves; oneDNN's aten.mkldnn_rnn_layer),
+    ATen's fused LSTM (backends/dispatch.py; oneDNN's aten.mkldnn_rnn_layer),
     i.e. the row times the baseline's own kernels: its speed-up is 1 within the noise."""
     if impl_of(provider) == "torch" or x.device.type != "cpu":
         return ""

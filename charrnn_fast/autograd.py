@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from charrnn_fast.backends import Backend
+from charrnn_fast.backends import Backend, reference
 
 
 class LSTMRecurrence(torch.autograd.Function):
@@ -20,9 +20,11 @@ class LSTMRecurrence(torch.autograd.Function):
     the gradients of gx, w_hh, h0 and c0; it works in eval mode too (unlike
     cuDNN), since the need for saved activations is decided by `save`.
 
-    Double backward (`create_graph=True`) is served by backends whose forward
-    autograd can differentiate (`Backend.double_backward`, the reference); the
-    fused backends refuse it with an error that says so, never a wrong result.
+    Double backward (`create_graph=True`) works on every backend: the plain
+    backward runs the backend's fused kernel; a backward that must itself be
+    differentiable recomputes the recurrence from the saved inputs in plain
+    PyTorch ops (the reference backend's forward) and lets autograd
+    differentiate that (docs/DESIGN.md, "Numerics").
     """
 
     @staticmethod
@@ -32,10 +34,9 @@ class LSTMRecurrence(torch.autograd.Function):
         y, c_all, gates = backend.fwd(gx, w_hh, h0, c0, save)
         ctx.backend = backend
         if save:
-            # gx and c0 are kept only where a double backward can use them: for
-            # the fused backends they would cost a [T,B,4H] buffer for nothing.
-            extra = (gx, c0) if backend.double_backward else ()
-            ctx.save_for_backward(w_hh, y, c_all, gates, h0, *extra)
+            # gx and c0 serve a double backward only; they are the caller's
+            # tensors (kept alive, not copied).
+            ctx.save_for_backward(w_hh, y, c_all, gates, h0, gx, c0)
         # Fresh tensors, not views of y / c_all: a custom Function must not
         # return views of its own outputs or of saved intermediates.
         return y, y[-1].clone(), c_all[-1].to(gx.dtype, copy=True)
@@ -54,19 +55,17 @@ class LSTMRecurrence(torch.autograd.Function):
 def _differentiable_backward(ctx, dy: Tensor, dhT: Tensor, dcT: Tensor) -> list[Tensor | None]:
     """(dgx, dw_hh, dh0, dc0) as a graph autograd can differentiate again: the
     forward recomputed in autograd-visible PyTorch ops, differentiated by autograd."""
-    name = ctx.backend.name
-    if not ctx.backend.double_backward:
-        raise RuntimeError(
-            f"charrnn_fast.LSTM: double backward (create_graph=True, gradgradcheck, "
-            f"gradient penalties) is not supported by backend {name!r}, whose backward is a "
-            "fused kernel. For higher-order gradients use backend='reference' (plain "
-            "PyTorch, slower) or torch.nn.LSTM; first-order gradients need no create_graph."
-        )
-    gx, c0 = ctx.saved_tensors[5:]
-    w_hh, h0 = ctx.saved_tensors[0], ctx.saved_tensors[4]
-    inputs = (gx, w_hh, h0, c0)
+    w_hh, h0, gx, c0 = (ctx.saved_tensors[i] for i in (0, 4, 5, 6))
     wanted = [i for i, need in enumerate(ctx.needs_input_grad[:4]) if need]
-    y, c_all, _ = ctx.backend.fwd(gx, w_hh, h0, c0, False)
+    # Differentiate with respect to aliases of the inputs, not the inputs: h0
+    # may itself depend on w_hh (a packed sequence's earlier segment), and the
+    # gradient wanted here is the partial one, through this call alone. The
+    # aliases keep the graph to the inputs for the next differentiation.
+    inputs = tuple(t.view_as(t) for t in (gx, w_hh, h0, c0))
+    # Whatever the backend, the recomputation is the reference's forward: plain
+    # PyTorch ops, so the returned gradients carry a graph of their own.
+    with torch.enable_grad():
+        y, c_all, _ = reference.lstm_fwd(*inputs, False)
     grads = torch.autograd.grad(
         (y, y[-1], c_all[-1].to(gx.dtype)),
         [inputs[i] for i in wanted],
@@ -76,5 +75,5 @@ def _differentiable_backward(ctx, dy: Tensor, dhT: Tensor, dcT: Tensor) -> list[
     )
     out: list[Tensor | None] = [None] * 4
     for i, g in zip(wanted, grads):
-        out[i] = g
+        out[i] = g if g is not None else torch.zeros_like(inputs[i])
     return out

@@ -6,16 +6,13 @@ shapes, order, init and state_dict are nn.LSTM's own. Only forward differs.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from charrnn_fast import _compile, backends
-from charrnn_fast.functional import lstm
+from charrnn_fast.functional import run
 
-_warned: set[str] = set()
 _NO_JIT = (
     "charrnn_fast.LSTM cannot be {}: TorchScript does not see its fused kernels. "
     "Run it eagerly, or compile it with torch.compile (full graph, no break)."
@@ -30,8 +27,9 @@ class LSTM(nn.LSTM):
     """nn.LSTM with one extra keyword, `backend` ("cuda", "triton", "cpu",
     "reference", or None to choose by device, dtype and shape).
 
-    proj_size > 0 and PackedSequence input are served by nn.LSTM itself, with
-    a one-time warning that names the reason.
+    Every input nn.LSTM takes runs here: batched, unbatched and PackedSequence
+    input, proj_size > 0, given or default (h_0, c_0). Arguments are checked by
+    nn.LSTM's own checks, so errors read as nn.LSTM's.
     """
 
     def __init__(self, *args, backend: str | None = None, **kwargs) -> None:
@@ -50,35 +48,43 @@ class LSTM(nn.LSTM):
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
         if torch.jit.is_tracing():
             raise RuntimeError(_NO_JIT.format("traced (torch.jit.trace)"))
-        reason = None
-        if isinstance(input, PackedSequence):
-            reason = "PackedSequence input"
-        elif self.proj_size > 0:
-            reason = "proj_size > 0"
-        if reason is not None:
-            if reason not in _warned:
-                _warned.add(reason)
-                warnings.warn(
-                    f"charrnn_fast.LSTM: {reason} is not supported by the fused kernels; "
-                    "falling back to torch.nn.LSTM",
-                    stacklevel=4,  # the caller of module(x): past _wrapped_call_impl, _call_impl
-                )
-            return super().forward(input, hx)
         # Read the parameters by name each call, so weights replaced or moved
         # after construction (load_state_dict, .to, weight norm) are seen.
         weights = [getattr(self, name) for name in self._flat_weights_names]
-        return lstm(
-            input,
-            hx,
-            weights,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            bidirectional=self.bidirectional,
-            dropout=self.dropout,
-            training=self.training,
-            backend=self.backend,
-        )
+        args = dict(num_layers=self.num_layers, bias=self.bias, D=2 if self.bidirectional else 1,
+                    dropout=self.dropout, training=self.training, backend=self.backend)  # fmt: skip
+        if isinstance(input, PackedSequence):
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            if hx is not None:
+                hx = self.permute_hidden(hx, sorted_indices)
+            out, h_n, c_n = run(data, batch_sizes, hx, weights, **args)
+            packed = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
+            return packed, self.permute_hidden((h_n, c_n), unsorted_indices)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        batched = input.dim() == 3
+        x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+        if hx is None:
+            self.check_input(x, None)
+        else:
+            want = 3 if batched else 2
+            if hx[0].dim() != want or hx[1].dim() != want:
+                raise RuntimeError(
+                    f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, hx and cx "
+                    f"should also be {want}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            if not batched:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+            self.check_forward_args(x, hx, None)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        out, h_n, c_n = run(x, None, hx, weights, **args)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        if not batched:
+            out = out.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return out, (h_n, c_n)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -1,14 +1,15 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
-# The cpu backend hands float32 calls to ATen's fused LSTM where that is faster
-# (charrnn_fast/backends/cpu.py). The chain of trust must test our kernels, so
-# the tests run them everywhere; tests/lstm/test_cpu_paths.py checks the
-# automatic choice itself with "auto".
-os.environ.setdefault("CHARRNN_FAST_CPU_FORWARD", "ours")
-os.environ.setdefault("CHARRNN_FAST_CPU_TRAIN", "ours")
+# On the CPU, ATen's fused LSTM serves the calls where it measured faster
+# (charrnn_fast/backends/dispatch.py). The chain of trust must test our
+# kernels, so the tests run them everywhere; tests/lstm/test_dispatch.py checks
+# the measured choice itself with "auto", against a cache folder of its own.
+os.environ.setdefault("CHARRNN_FAST_DISPATCH", "ours")
+os.environ.setdefault("CHARRNN_FAST_CACHE_DIR", tempfile.mkdtemp(prefix="charrnn_fast_cache_"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -41,9 +41,6 @@ class Backend:
     # the kernel path a call would get and why (docs/DESIGN.md, "Planners").
     # None for backends with a single path.
     plan: Callable[..., list] | None = None
-    # Whether `fwd` is plain differentiable PyTorch, so that LSTMRecurrence can
-    # serve a double backward (create_graph=True) by differentiating it.
-    double_backward: bool = False
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -127,7 +124,8 @@ def report(
     limits: object | None = None,
 ) -> str:
     """Print and return one line per backend: usable or not on CPU / CUDA
-    (float32), and why. With shape=(B, H) instead: the plan each backend would
+    (float32), and why; then the CPU dispatch's mode and each decision it made
+    in this process (ATen's LSTM or ours, and the measured ratio). With shape=(B, H) instead: the plan each backend would
     follow for a call of batch B, hidden size H in `dtype`, per direction
     (path, geometry, why; docs/DESIGN.md, "Planners"), on `device` (default:
     the current GPU, else the Triton interpreter) or, given `limits` (a
@@ -154,6 +152,9 @@ def report(
         if not torch.cuda.is_available():
             verdicts.append("cuda: no (torch.cuda.is_available() is False)")
         lines.append(f"{b.name:10s} {b.description}\n{'':10s} " + "; ".join(verdicts))
+    from charrnn_fast.backends import dispatch
+
+    lines += dispatch.report_lines()
     text = "\n".join(lines)
     print(text)
     return text
@@ -192,7 +193,6 @@ def _load() -> None:
             reference.lstm_bwd,
             lambda gx, w_hh: None,
             "plain PyTorch loop: any device, any float dtype (the test oracle)",
-            double_backward=True,
         )
     )
     register(cpu.BACKEND)

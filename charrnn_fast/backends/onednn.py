@@ -81,6 +81,13 @@ class _Linear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: Tensor):
         x, w = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradients must be differentiable, so plain
+            # autograd-visible matmuls instead of the compiled GEMMs.
+            dx = gy @ w if ctx.needs_input_grad[0] else None
+            dw = gy.t() @ x if ctx.needs_input_grad[1] else None
+            db = gy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            return dx, dw, db
         gy = gy.contiguous()
         dx = _input_grad(gy, w) if ctx.needs_input_grad[0] else None
         # dW = gy^T x: charrnn_fast's own kernel reads both in place (MKL's

@@ -176,21 +176,19 @@ def test_speedup_needs_enough_samples_and_noise_is_flagged() -> None:
     not torch.backends.mkldnn.is_available(), reason="ATen serves our module's calls via oneDNN"
 )
 def test_rows_that_time_atens_lstm_on_both_sides_say_so(monkeypatch) -> None:
-    # Where charrnn_fast.LSTM hands a call to ATen's LSTM (backends/cpu.py), its
+    # Where charrnn_fast.LSTM hands a call to ATen's LSTM (backends/dispatch.py), its
     # row times the baseline's own kernels: a 0.95x there is noise, and the
     # note and the table must say which rows those are.
     def note(provider: str, mode: str) -> str:
         return providers.workload(provider, mode, config.parse_shape("tiny"), "float32", "cpu")[1]
 
     same = config.SAME_KERNELS
-    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "auto")  # tests/conftest.py forces "ours"
-    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
-    for mode in ("fwd", "fwdbwd", "train"):  # H = 64: below the box, ATen serves every mode
+    monkeypatch.setenv("CHARRNN_FAST_DISPATCH", "aten")  # tests/conftest.py forces "ours"
+    for mode in ("fwd", "fwdbwd", "train"):
         assert same in note("cpu", mode)
         assert same not in note("reference", mode)  # a plain loop of aten ops, not ATen's LSTM
         assert same not in note("torch-cpu", mode)
-    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "ours")
-    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "ours")
+    monkeypatch.setenv("CHARRNN_FAST_DISPATCH", "ours")
     for mode in ("fwd", "fwdbwd", "train"):
         assert same not in note("cpu", mode)
     row = _timed("cpu", 5.0, 4.9, 5.1, 20)

@@ -1,5 +1,5 @@
 """The CPU backend's paths: the fused fp32 kernels, the weight-gradient GEMM,
-the forward-only delegation to ATen, and a light import."""
+the narrower ISAs, and a light import."""
 
 import os
 import subprocess
@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
-import charrnn_fast
 from charrnn_fast import _ops
-from charrnn_fast.backends import cpu, reference
+from charrnn_fast.backends import reference
 
 fused = pytest.mark.skipif(_ops.cpu_vector_width() == 0, reason="no AVX2/AVX-512 fused kernels")
 
@@ -107,75 +105,6 @@ def test_mm_nt(M, K, N):
         op(a, w[:, :-1] if K > 1 else w.new_empty(N, 2), None)
     with pytest.raises(RuntimeError, match=r"mm_nt: bias must be \[" + str(N) + r"\]"):
         op(a, w, b[:-1] if N > 1 else b.new_empty(3))
-
-
-@pytest.fixture
-def auto(monkeypatch):
-    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "auto")
-    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "auto")
-
-
-def test_forward_only_runs_atens_lstm_and_backward_still_works_in_eval(auto):
-    torch.manual_seed(0)
-    ref = nn.LSTM(6, 10, 2)
-    ours = charrnn_fast.from_torch(ref, backend="cpu").eval()
-    x = torch.randn(7, 3, 6)
-    with torch.no_grad():
-        # The same ATen call as nn.LSTM: bit for bit the same result.
-        assert torch.equal(ours(x)[0], ref.eval()(x)[0])
-    # A gradient is needed in eval mode: backward works (ATen with train=True and
-    # no dropout at this size, our kernels elsewhere).
-    xg = x.clone().requires_grad_()
-    y, _ = ours(xg)
-    y.sum().backward()
-    ref_x = x.clone().requires_grad_()
-    ref(ref_x)[0].sum().backward()
-    torch.testing.assert_close(xg.grad, ref_x.grad, rtol=1e-5, atol=1e-6)
-
-
-def test_training_calls_choose_by_shape(auto, monkeypatch, two_threads):
-    # Our kernels serve calls that need gradients only inside the box where they
-    # were measured faster (backends/cpu.py): 128 <= H <= 512 with AVX-512 or
-    # 256 with AVX2, T >= 50, at least 12 rows per thread. Outside it, and
-    # without either ISA, ATen's LSTM serves. Overrides and an explicit other
-    # backend win.
-    def aten(T: int, B: int, H: int) -> bool:
-        x = torch.empty(T, B, H)
-        weights = [torch.empty(4 * H, H), torch.empty(4 * H, H)]
-        return cpu.aten_serves(x, (x[:2, 0], x[:2, 0]), weights, "cpu", True)
-
-    rows, width = 12 * torch.get_num_threads(), _ops.cpu_vector_width()
-    box = width == 16 or (width == 8 and torch.backends.mkl.is_available())  # AVX2: dW by MKL
-    assert aten(50, rows, 128) is not box
-    assert aten(100, 2 * rows, 256) is not box
-    assert aten(100, 2 * rows, 512) is (width != 16)  # AVX2: 0.89-1.02x there
-    assert aten(49, rows, 128)  # short sequences: our per-call packing does not pay
-    assert aten(50, rows - 1, 128)  # few rows: threads would idle
-    assert aten(50, rows, 64)  # unmeasured below H = 128
-    assert aten(50, rows, 1024)  # W_hh no longer fits in cache
-    torch.manual_seed(0)
-    ref = nn.LSTM(6, 10, 2)
-    ours = charrnn_fast.from_torch(ref, backend="cpu").train()
-    few, many = torch.randn(5, 2, 6), torch.randn(5, 12 * torch.get_num_threads(), 6)
-    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "aten")
-    assert cpu.aten_serves(many, (many, many), list(ours.parameters()), "cpu", True)
-    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", "ours")
-    assert not cpu.aten_serves(few, (few, few), list(ours.parameters()), "cpu", True)
-    assert not cpu.aten_serves(few, (few, few), list(ours.parameters()), "reference", True)
-    y = ours(few.requires_grad_())[0]  # ours, forced
-    torch.testing.assert_close(y, ref(few)[0], rtol=1e-5, atol=1e-6)
-
-
-def test_forward_only_can_be_forced_onto_our_kernels(monkeypatch):
-    torch.manual_seed(0)
-    ref = nn.LSTM(6, 10, 2)
-    ours = charrnn_fast.from_torch(ref, backend="cpu").eval()
-    x = torch.randn(7, 3, 6)
-    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", "ours")
-    with torch.no_grad():
-        got = ours(x)[0]
-    assert not torch.equal(got, ref(x)[0])  # not the ATen result bit for bit ...
-    torch.testing.assert_close(got, ref(x)[0], rtol=1e-5, atol=1e-6)  # ... but as close
 
 
 @pytest.mark.parametrize("isa,width", [("avx2", 8), ("none", 0)])

@@ -1,11 +1,9 @@
 """Link 4 of the chain of trust (docs/DESIGN.md): charrnn_fast.LSTM is a drop-in nn.LSTM."""
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import charrnn_fast
 from charrnn_fast import backends
@@ -117,24 +115,31 @@ def test_zero_length_sequence_is_a_clear_error():
         charrnn_fast.LSTM(3, 4)(torch.randn(0, 2, 3))
 
 
-def test_fallbacks_warn_once_with_reason():
-    charrnn_fast.nn._warned.clear()
-    proj = charrnn_fast.LSTM(3, 6, proj_size=2)
-    x = torch.randn(4, 2, 3)
-    with pytest.warns(UserWarning, match="proj_size > 0") as got:
-        out, (h, c) = proj(x)
-    assert got[0].filename == __file__  # points at the caller's line, not at torch's
-    assert out.shape == (4, 2, 2) and c.shape == (1, 2, 6)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        proj(x)  # no second warning
-    m = charrnn_fast.LSTM(3, 6)
-    packed = pack_padded_sequence(x, torch.tensor([4, 2]))
-    with pytest.warns(UserWarning, match="PackedSequence"):
-        out, _ = m(packed)
-    ref = nn.LSTM(3, 6)
-    ref.load_state_dict(m.state_dict())
-    torch.testing.assert_close(out.data, ref(packed)[0].data)
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_projections_and_packed_sequences_run_in_our_kernels(backend, monkeypatch):
+    """proj_size > 0 and PackedSequence input reach our recurrence: neither
+    nn.LSTM.forward nor ATen's LSTM is called, and the results are nn.LSTM's."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(3, 6, 2, proj_size=2, bidirectional=True)
+    ours = charrnn_fast.from_torch(ref, backend=backend)
+    x = torch.randn(4, 3, 3)
+    packed = pack_padded_sequence(x, torch.tensor([2, 4, 1]), enforce_sorted=False)
+    want = [ref(x), ref(packed)]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ATen's LSTM was called")
+
+    monkeypatch.setattr(nn.LSTM, "forward", refuse)
+    monkeypatch.setattr(torch._VF, "lstm", refuse)
+    got = [ours(x), ours(packed)]
+    for (out, (h, c)), (out_r, (h_r, c_r)) in zip(got, want):
+        if isinstance(out, PackedSequence):
+            assert torch.equal(out.batch_sizes, out_r.batch_sizes)
+            assert torch.equal(out.unsorted_indices, out_r.unsorted_indices)
+            out, out_r = out.data, out_r.data
+        for a, b in ((out, out_r), (h, h_r), (c, c_r)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_flatten_parameters_is_accepted():

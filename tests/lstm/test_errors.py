@@ -26,38 +26,48 @@ def test_input_of_wrong_feature_size(m):
         m(torch.randn(3, 2, 5))
 
 
-@pytest.mark.parametrize("which", [0, 1])
-def test_hidden_state_of_wrong_shape(m, which):
-    hx = [torch.zeros(2, 3, 6), torch.zeros(2, 3, 6)]
-    hx[which] = torch.zeros(2, 3, 5)
-    name = "h_0" if which == 0 else "c_0"
-    with pytest.raises(
-        RuntimeError,
-        match=f"Expected hx\\[{which}\\] \\({name}\\) of size \\(2, 3, 6\\), got \\(2, 3, 5\\)",
-    ):
-        m(torch.randn(7, 3, 4), tuple(hx))
+def _bad_calls():
+    """(id, call args) that nn.LSTM(4, 6, 2) refuses."""
+    x = torch.randn(7, 3, 4)
+    h, c = torch.zeros(2, 3, 6), torch.zeros(2, 3, 6)
+    return [
+        ("h0 size", (x, (torch.zeros(2, 3, 5), c))),
+        ("c0 size", (x, (h, torch.zeros(2, 3, 5)))),
+        ("h0 layers", (x, (torch.zeros(3, 3, 6), c))),
+        ("c0 batch", (x, (h, torch.zeros(2, 2, 6)))),
+        ("input dtype", (x.double(),)),
+        ("input dtype with hx", (x.double(), (h, c))),
+        ("hx rank", (x, (torch.zeros(2, 6), torch.zeros(2, 6)))),
+        ("unbatched hx rank", (x[:, 0], (h, c))),
+        ("input rank", (torch.randn(2, 3, 4, 1),)),
+        ("input size", (torch.randn(3, 2, 5),)),
+        ("empty sequence", (torch.randn(0, 2, 4),)),
+    ]
 
 
-def test_hidden_state_of_wrong_rank(m):
-    with pytest.raises(RuntimeError, match="hx and cx should also be 3-D"):
-        m(torch.randn(7, 3, 4), (torch.zeros(2, 6), torch.zeros(2, 6)))
-    with pytest.raises(RuntimeError, match="hx and cx should also be 2-D"):
-        m(torch.randn(7, 4), (torch.zeros(2, 1, 6), torch.zeros(2, 1, 6)))
+@pytest.mark.parametrize("case", _bad_calls(), ids=lambda c: c[0])
+def test_errors_read_as_nn_lstms(case):
+    """Same exception type as nn.LSTM, and its message first (ours may add after it)."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 6, 2)
+    ours = charrnn_fast.from_torch(ref)
+    with pytest.raises(Exception) as theirs:
+        ref(*case[1])
+    with pytest.raises(type(theirs.value)) as got:
+        ours(*case[1])
+    assert str(got.value).startswith(str(theirs.value)), (str(got.value), str(theirs.value))
 
 
-def test_input_dtype_differs_from_weights(m):
-    with pytest.raises(
-        ValueError,
-        match="input dtype \\(torch.float64\\) does not match weight dtype \\(torch.float32\\)",
-    ):
-        m(torch.randn(3, 2, 4, dtype=torch.float64))
-    with pytest.raises(ValueError, match="hx\\[1\\] \\(c_0\\) dtype"):
+def test_state_dtype_differs_from_weights(m):
+    with pytest.raises(ValueError, match="hx\\[1\\] \\(c_0\\)"):
         m(torch.randn(3, 2, 4), (torch.zeros(2, 2, 6), torch.zeros(2, 2, 6, dtype=torch.float64)))
 
 
 def test_tensors_on_different_devices(m):
     meta = torch.randn(3, 2, 4, device="meta")
-    with pytest.raises(RuntimeError, match="input is on meta but the LSTM weights are on cpu"):
+    with pytest.raises(
+        RuntimeError, match="Input and parameter tensors are not at the same device"
+    ):
         m(meta)
 
 
