@@ -89,7 +89,10 @@ FUSED_INLINE vf vrecip(vf d) {
   return r + r * (1.0f - d * r);
 }
 
-FUSED_INLINE vf vsigmoid(vf x) { return vrecip(1.0f + vexp(-x)); }
+// Exactly 0 below -88, where vexp is clamped (as sigmoid in pointwise.h).
+FUSED_INLINE vf vsigmoid(vf x) {
+  return x < splat(-88.0f) ? splat(0.0f) : vrecip(1.0f + vexp(-x));
+}
 FUSED_INLINE vf vtanh(vf x) { return 2.0f * vsigmoid(2.0f * x) - 1.0f; }
 
 // The LSTM update of row r, units jb*VW.., from its four gate pre-activations

@@ -46,9 +46,12 @@ CHARRNN_FAST_INLINE float exp_fast(float x) {
 
 CHARRNN_FAST_INLINE double exp_fast(double x) { return std::exp(x); }
 
+// Below -88, exp_fast(-x) is clamped, so the quotient would be 6e-39 instead
+// of 0: saturate to exactly 0, as ATen does, so that gradients through a
+// saturated gate are exactly 0 (0 * inf is NaN in nn.LSTM and here alike).
 template <typename T>
 CHARRNN_FAST_INLINE T sigmoid(T x) {
-  return T(1) / (T(1) + exp_fast(-x));
+  return x < T(-88) ? T(0) : T(1) / (T(1) + exp_fast(-x));
 }
 
 // tanh through sigmoid: absolute error ~1e-7 in fp32, fine for gate values
