@@ -121,6 +121,24 @@ def test_initial_hidden_state_none_is_zeros(backend, kw):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_proj_size_batched(backend):
+    # h_n has proj_size features, c_n hidden_size; values and gradients as stock's.
+    P, D = 2, 2
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(B, T, I, generator=g, dtype=torch.float64)
+    hx = (torch.randn(L * D, B, P, generator=g, dtype=torch.float64),
+          torch.randn(L * D, B, H, generator=g, dtype=torch.float64))  # fmt: skip
+    kw = {"proj_size": P, "bidirectional": True, "batch_first": True}
+    m = build(backend, I, H, L, **kw).double()
+    dev = device_of(backend)
+    out, (h, c) = m(x.to(dev), tuple(t.to(dev) for t in hx))
+    assert out.shape == (B, T, D * P) and h.shape == (L * D, B, P) and c.shape == (L * D, B, H)
+    got = run(m, leaf(x, device=dev), tuple(leaf(t, device=dev) for t in hx))
+    want = run(harness.stock(I, H, L, **kw).double(), leaf(x), tuple(leaf(t) for t in hx))
+    compare(got, want, want, torch.float64, f"{backend} proj")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch(backend):
     # A batch of no sequences: empty outputs of the right shapes, and a backward
     # that runs and gives zero parameter gradients.

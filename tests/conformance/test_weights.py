@@ -83,6 +83,19 @@ def test_replaced_and_edited_weights_are_used(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_deleted_then_restored_weight(backend):
+    # A weight deleted, the module converted while it is missing, the weight set again.
+    def treat(m):
+        w = m.weight_hh_l0
+        del m.weight_hh_l0
+        assert not hasattr(m, "weight_hh_l0")
+        m.to(torch.float64)
+        m.weight_hh_l0 = nn.Parameter(w.detach().double())
+
+    _same_treatment(backend, treat)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tied_weights(backend):
     # One Parameter under two names: its gradient is the sum of both uses.
     def treat(m):
