@@ -8,8 +8,6 @@ a check it fails tests the check, not our module.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -119,11 +117,6 @@ def compare(got: dict[str, Tensor], truth: dict[str, Tensor], plain: dict[str, T
     2 x |plain - truth| + one rounding, where plain is stock nn.LSTM in `dtype`
     and truth stock in float64 (so in float64 the bound is 1e-10 relative)."""
     assert_close_calibrated(got, plain, truth, dtype, label)
-
-
-def to_dtype(m: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A copy of m in dtype (the module under test stays untouched)."""
-    return copy.deepcopy(m).to(dtype)
 
 
 # Packed-sequence cases: id -> (constructor kwargs, lengths, enforce_sorted, with hx).
