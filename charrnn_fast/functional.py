@@ -32,11 +32,16 @@ def _check_inputs(
         raise RuntimeError(
             f"input.size(-1) must be equal to input_size. Expected {w.size(1)}, got {x.size(-1)}"
         )
+    if x.device != w.device:
+        raise RuntimeError(
+            f"Input and parameter tensors are not at the same device, found input tensor "
+            f"at {x.device} and parameter tensor at {w.device}"
+        )
     for name, t in (("input", x), ("hx[0] (h_0)", hx[0]), ("hx[1] (c_0)", hx[1])):
-        if t.device != w.device:
+        if t.device != x.device:
             raise RuntimeError(
-                f"Input and parameter tensors are not at the same device, found input tensor "
-                f"at {t.device} and parameter tensor at {w.device} ({name})"
+                f"Input and hidden tensors are not at the same device, found input tensor "
+                f"at {x.device} and hidden tensor at {t.device} ({name})"
             )
         if t.dtype != w.dtype:
             raise ValueError(

@@ -47,9 +47,7 @@ def force_backend(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     every other name runs our kernels wherever it is asked to. The one place
     that knows the library's knobs for this."""
     monkeypatch.delenv("CHARRNN_FAST_BACKEND", raising=False)
-    choice = "auto" if name == "cpu-auto" else "ours"
-    monkeypatch.setenv("CHARRNN_FAST_CPU_FORWARD", choice)
-    monkeypatch.setenv("CHARRNN_FAST_CPU_TRAIN", choice)
+    monkeypatch.setenv("CHARRNN_FAST_DISPATCH", "auto" if name == "cpu-auto" else "ours")
 
 
 def device_of(name: str) -> torch.device:
