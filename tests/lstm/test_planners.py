@@ -260,3 +260,19 @@ def test_shared_plan_code_imports_no_triton_and_kernels_no_registry():
                 assert not node.module.startswith(
                     ("charrnn_fast.backends", "charrnn_fast.autograd", "charrnn_fast.functional")
                 ), f"{path.name} imports {node.module}"
+
+
+def test_co_resident_programs_follow_the_occupancy_rules():
+    # kernels/plan.py co_resident on an H100 (65536 registers, 2048 threads,
+    # 228 KiB of shared memory per SM), against hand-computed limits.
+    lim = plans.H100
+    # 142 registers -> 18 units of 256 per warp, 4 warps: 65536 // 18432 = 3.
+    assert triton_planner.co_resident(142, 10240, 4, lim) == 3
+    # Shared memory: (233472) // (100000 + 1024 reserved) = 2.
+    assert triton_planner.co_resident(32, 100_000, 4, lim) == 2
+    # Threads: 2048 // 256 = 8; the 32-block cap: tiny kernels.
+    assert triton_planner.co_resident(16, 0, 8, lim) == 8
+    assert triton_planner.co_resident(0, 0, 1, lim) == 32
+    # Nothing fits: more shared memory than the SM has, or 255 registers x 32 warps.
+    assert triton_planner.co_resident(32, lim.smem_per_sm, 4, lim) == 0
+    assert triton_planner.co_resident(255, 0, 32, lim) == 0
