@@ -75,7 +75,7 @@ M, m = torch.cuda.get_device_capability() if gpu else (9, 0)
 print(int(gpu), f'{M}.{m}' + ('a' if M == 9 else ''), int(bool(importlib.util.find_spec('pytest_timeout'))))
 " 2>/dev/null || echo 0 9.0a 0)
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
-per_test() { ((TIMEOUT_OK)) && echo "--timeout=$1 --timeout-method=thread" || true; }
+per_test() { ((TIMEOUT_OK)) && echo "--timeout=$1 -o timeout_method=thread" || true; }
 export SANITIZER
 
 # keep FILE: a copy in OUT while OUT holds fewer than MAX_FILES files (FILE
