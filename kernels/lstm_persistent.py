@@ -32,8 +32,9 @@ co_resident) and launches cooperatively, so that a device that cannot hold the
 whole grid (MPS, green contexts, a concurrent kernel such as NCCL's) refuses
 the launch instead of hanging in it. Either refusal is triton's
 OutOfResources, on which the backend falls back to the next path down
-(docs/DESIGN.md, "Planners"). PERSISTENT=False is the stepwise path (lstm_stepwise.py): the same
-kernels launched once per step (forward) or twice per step (backward: the
+(docs/DESIGN.md, "Planners").
+PERSISTENT=False is the stepwise path (lstm_stepwise.py): the same kernels
+launched once per step (forward) or twice per step (backward: the
 pointwise half DO_POINTWISE, then the dot half DO_DOT), the kernel boundary
 being the barrier; the carries then live in global memory between launches.
 Which of persistent / stepwise / lstm_small wins at a given size is for
