@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """Small calls of every CUDA path, for compute-sanitizer.
 
-    compute-sanitizer --tool memcheck  python bench/sanitize_case.py
-    compute-sanitizer --tool racecheck python bench/sanitize_case.py
+    python bench/sanitize_case.py                  # every case and path (a smoke test)
+    compute-sanitizer --tool memcheck  python bench/sanitize_case.py --one
+    compute-sanitizer --tool racecheck python bench/sanitize_case.py --one --paths persistent
+
+--one runs the first case only: under a sanitizer, with torch loaded, one small
+case is what fits a short time cap (bench/gpu_check.sh).
 
 Each case forces a path (CHARRNN_FAST_PATH=cuda:<path>, read at every call), runs
 lstm_fwd + lstm_bwd once on a tiny problem chosen to exercise batch padding,
@@ -13,6 +17,7 @@ races; tests/test_cuda.py checks accuracy. Exit status 1 on any mismatch.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -63,7 +68,19 @@ def run_case(T: int, B: int, H: int, dtype: torch.dtype, path: str, offset: bool
     return ok
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--one", action="store_true", help="the first case only")
+    ap.add_argument(
+        "--paths",
+        default="persistent,stepwise,auto",
+        help="comma list of persistent, stepwise, auto (auto: misaligned inputs)",
+    )
+    args = ap.parse_args(argv)
+    paths = args.paths.split(",")
+    bad = [p for p in paths if p not in ("persistent", "stepwise", "auto")]
+    if bad:
+        ap.error(f"--paths takes persistent, stepwise, auto; got {bad}")
     if not torch.cuda.is_available():
         print("no CUDA device")
         return 1
@@ -71,10 +88,9 @@ def main() -> int:
         print(f"charrnn_fast._C has no CUDA kernels: {_ops.load_error()}")
         return 1
     ok = True
-    for T, B, H, dtype in CASES:
-        for path in ("persistent", "stepwise"):
-            ok &= run_case(T, B, H, dtype, path)
-        ok &= run_case(T, B, H, dtype, "auto", offset=True)
+    for T, B, H, dtype in CASES[:1] if args.one else CASES:
+        for path in paths:
+            ok &= run_case(T, B, H, dtype, path, offset=path == "auto")
     return 0 if ok else 1
 
 

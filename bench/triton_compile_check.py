@@ -6,7 +6,8 @@ The interpreter (TRITON_INTERPRET=1) checks the numerics but not what the
 compiler accepts: layouts, loop-carried types, the atomics of the barrier. This
 runs the real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin, with the ptxas
 that ships in the triton wheel) and prints per kernel the registers, spills and
-shared memory, and whether the barrier's atomics carry acquire/release order.
+shared memory, whether the barrier's atomics carry acquire/release order, and
+whether its polling is an acquire load (not an atomic).
 Run it without TRITON_INTERPRET. It does not run anything: timing and the
 barrier's behaviour under contention need a GPU (bench/run.py, tests -m cuda).
 """
@@ -75,10 +76,12 @@ def _report(label: str, k, arch: int) -> str:
     regs = re.findall(r"Used (\d+) registers", log)
     spills = re.findall(r"(\d+) bytes spill stores", log)
     atoms = sorted(set(re.findall(r"atom\.[\w.]+", ptx)))
+    polls = sorted(set(re.findall(r"ld\.acquire\.[\w.]+", ptx)))
     return (
         f"{label:58s} regs={regs[-1] if regs else '?':>3} "
         f"spill={spills[-1] if spills else '?':>5}B "
-        f"shared={k.metadata.shared:>6}B warps={k.metadata.num_warps} atoms={atoms or '-'}"
+        f"shared={k.metadata.shared:>6}B warps={k.metadata.num_warps} atoms={atoms or '-'} "
+        f"polls={polls or '-'}"
     )
 
 

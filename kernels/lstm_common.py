@@ -68,25 +68,52 @@ def mm(a, b, acc, PREC: tl.constexpr, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def grid_barrier(counter_ptr, target):
+def load_acquire(ptr, INTERPRET: tl.constexpr):
+    """*ptr (int32) read with acquire semantics at GPU scope: a plain load
+    (ld.acquire.gpu), not a read-modify-write, so programs polling a counter do
+    not queue at L2's atomic unit behind the ones arriving. Every thread
+    issues it (inline assembly runs per thread), which also gives every thread
+    its own acquire. The interpreter cannot run inline assembly: there an
+    acquire atomic add of 0 reads the same value."""
+    if INTERPRET:
+        v = tl.atomic_add(ptr, 0, sem="acquire", scope="gpu")
+    else:
+        v = tl.inline_asm_elementwise(
+            "ld.acquire.gpu.global.b32 $0, [$1];",
+            "=r,l",
+            [ptr],
+            dtype=tl.int32,
+            is_pure=False,
+            pack=1,
+        )
+    return v
+
+
+@triton.jit
+def grid_barrier(counter_ptr, target, INTERPRET: tl.constexpr):
     """Arrive at, and wait on, a monotonically increasing arrival counter.
 
     counter_ptr: int32 scalar, zeroed before the launch; every program that
     shares it adds 1 per step, so after step s (0-based) of n programs the
     barrier is passed when the counter reaches n * (s + 1). No reset, hence no
     race between a fast program's next arrival and a slow one's last read.
+    Counters of different batch tiles lie 128 bytes apart (COUNTER_STRIDE in
+    lstm_persistent.py), so tiles polling their own never share an L2 sector.
 
     Memory ordering: the CTA barrier first makes every warp's stores of this
     step (the h_t / dgates slice) happen-before the arrival of this program;
     the arrival is an acq_rel atomic at GPU scope, so those stores are
     released to, and the other programs' stores acquired by, whoever reads
-    the counter with acquire semantics afterwards. Scalar atomics are issued
-    by one thread and their result broadcast to the CTA, so the spin loop is
-    uniform. Readers still load the exchanged values with volatile loads (L1
-    bypassed) as a second line of defence against stale cached lines.
+    the counter with acquire semantics afterwards: the polling is an acquire
+    load (load_acquire). Readers still load the exchanged values with volatile
+    loads (L1 bypassed) as a second line of defence against stale cached lines.
+
+    Liveness: the spin waits for programs that must be running at the same
+    time. The launch guarantees it (lstm_persistent.py: a cooperative launch,
+    after an occupancy check), not this function.
     """
     tl.debug_barrier()
     seen = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") + 1
     while seen < target:
-        seen = tl.atomic_add(counter_ptr, 0, sem="acquire", scope="gpu")
+        seen = load_acquire(counter_ptr, INTERPRET)
     tl.debug_barrier()

@@ -22,11 +22,19 @@ buffer (see bench/triton_compile_check.py). Without it (slices too big for one S
 the slice is streamed from L2 each step in [BLOCK_K, BLOCK_J] chunks.
 
 Synchronisation: PERSISTENT=True runs all n_steps in one launch (forward() and
-backward() below), the grid being no larger than the SM count so that every
-program is resident; the programs of one batch tile meet once per step at
+backward() below); the programs of one batch tile meet once per step at
 grid_barrier (lstm_common.py), a monotonically increasing atomic counter per
-batch tile. PERSISTENT=False is the stepwise path (lstm_stepwise.py): the same
-kernels launched once per step (forward) or twice per step (backward: the
+batch tile, the counters COUNTER_STRIDE int32 words (128 bytes) apart. The
+barrier waits for other programs, so they must all be resident at once: the
+planner keeps the grid within the SM count, and _launch checks the compiled
+kernel's occupancy (registers, shared memory, warps: kernels/plan.py,
+co_resident) and launches cooperatively, so that a device that cannot hold the
+whole grid (MPS, green contexts, a concurrent kernel such as NCCL's) refuses
+the launch instead of hanging in it. Either refusal is triton's
+OutOfResources, on which the backend falls back to the next path down
+(docs/DESIGN.md, "Planners").
+PERSISTENT=False is the stepwise path (lstm_stepwise.py): the same kernels
+launched once per step (forward) or twice per step (backward: the
 pointwise half DO_POINTWISE, then the dot half DO_DOT), the kernel boundary
 being the barrier; the carries then live in global memory between launches.
 Which of persistent / stepwise / lstm_small wins at a given size is for
@@ -51,9 +59,21 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from charrnn_fast.kernels import plan
 from charrnn_fast.kernels.lstm_common import forward_outputs, grid_barrier, mm, tanh, to_dtype
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Barrier counters, one per batch tile, this many int32 words (128 bytes) apart.
+COUNTER_STRIDE = tl.constexpr(32)
+
+
+def _cooperative_launch_supported() -> bool:
+    """Whether this triton takes launch_cooperative_grid (3.3 and later do)."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return False
+    return "launch_cooperative_grid" in getattr(CUDAOptions, "__dataclass_fields__", {})
 
 
 # Not specialised on the step arguments: the stepwise variant relaunches with
@@ -66,7 +86,7 @@ def _fwd_kernel(
     c_ptr,  # [T+1, B, H] fp32; c_ptr[t_start] is read, c_ptr[t+1] written
     y_ptr,  # [T, B, H] input dtype
     gates_ptr,  # [T, B, 4H] input dtype (written if STORE_GATES)
-    count_ptr,  # [cdiv(B, BLOCK_B)] int32 zeros: barrier counters, one per batch tile
+    count_ptr,  # [cdiv(B, BLOCK_B) * COUNTER_STRIDE] int32 zeros: a barrier counter per batch tile
     t_start,
     n_steps,
     B,
@@ -150,7 +170,7 @@ def _fwd_kernel(
             tl.store(gt + 2 * H, to_dtype(g, dt, INTERPRET), mask=m_bj)
             tl.store(gt + 3 * H, to_dtype(o, dt, INTERPRET), mask=m_bj)
         if PERSISTENT:
-            grid_barrier(count_ptr + pb, n_j * (s + 1))
+            grid_barrier(count_ptr + pb * COUNTER_STRIDE, n_j * (s + 1), INTERPRET)
         h_src = y_ptr + t * BH
 
 
@@ -163,7 +183,7 @@ def _bwd_kernel(
     dgx_ptr,  # [T, B, 4H] input dtype, out
     dh_ptr,  # [B, H] fp32 in/out: the dh carry (dhT on the first launch, dh0 at the end)
     dc_ptr,  # [B, H] fp32 in/out: the dc carry (dcT first, dc0 at the end)
-    count_ptr,  # [cdiv(B, BLOCK_B)] int32 zeros: barrier counters
+    count_ptr,  # [cdiv(B, BLOCK_B) * COUNTER_STRIDE] int32 zeros: barrier counters
     t_hi,
     n_steps,
     B,
@@ -225,7 +245,7 @@ def _bwd_kernel(
             dc = dc_t * f
         if DO_DOT:
             if PERSISTENT:
-                grid_barrier(count_ptr + pb, n_j * (s + 1))
+                grid_barrier(count_ptr + pb * COUNTER_STRIDE, n_j * (s + 1), INTERPRET)
             row = dgx_ptr + t * (4 * BH) + rb[:, None] * (4 * H)
             dh = tl.zeros([BLOCK_B, BLOCK_J], tl.float32)
             if W_RESIDENT:
@@ -265,6 +285,49 @@ def _bwd_kernel(
     tl.store(dc_ptr + o_bj, dc, mask=m_bj)
 
 
+def counters(n_tiles: int, device: torch.device) -> Tensor:
+    """Zeroed barrier counters for n_tiles batch tiles, COUNTER_STRIDE words apart."""
+    return torch.zeros(n_tiles * COUNTER_STRIDE.value, dtype=torch.int32, device=device)
+
+
+def check_co_resident(
+    n_regs: int, shared: int, num_warps: int, grid: tuple[int, int], limits: plan.Limits
+) -> None:
+    """OutOfResources unless the whole grid fits the device at once, given the
+    compiled kernel's registers per thread, shared memory and warps."""
+    from triton.runtime.errors import OutOfResources
+
+    per_sm = plan.co_resident(n_regs, shared, num_warps, limits)
+    n, room = grid[0] * grid[1], per_sm * limits.sms
+    if n > room:
+        raise OutOfResources(n, room, "co-resident programs (the persistent grid barrier)")
+
+
+def _launch(kernel, grid: tuple[int, int], args: tuple, limits: plan.Limits, **consts) -> None:
+    """kernel[grid](*args, **consts) with every program resident at once (see
+    the module docstring); consts includes num_warps."""
+    if INTERPRET:  # programs run one after another; the planner gives one per tile
+        kernel[grid](*args, INTERPRET=True, **consts)
+        return
+    from triton.runtime.errors import OutOfResources
+
+    if _cooperative_launch_supported():
+        consts["launch_cooperative_grid"] = True
+    compiled = kernel.warmup(*args, INTERPRET=False, grid=grid, **consts)
+    compiled._init_handles()  # loads the binary: n_regs
+    meta = compiled.metadata
+    check_co_resident(getattr(compiled, "n_regs", 0), meta.shared, meta.num_warps, grid, limits)
+    try:
+        kernel[grid](*args, INTERPRET=False, **consts)
+    except RuntimeError as e:
+        # The driver's CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE, raised before
+        # anything ran: fewer SMs than the device reports (MPS, green contexts).
+        if "cooperative launch" not in str(e):
+            raise
+        n = grid[0] * grid[1]
+        raise OutOfResources(n, n - 1, f"co-resident programs ({e})") from e
+
+
 def forward(
     gx: Tensor,
     w_hh: Tensor,
@@ -278,13 +341,15 @@ def forward(
     w_resident: bool,
     num_warps: int,
     prec: str,
+    limits: plan.Limits,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H] fp32, gates.
 
     One launch for all T steps over a grid of cdiv(H, block_j) x cdiv(B, block_b)
-    programs, which must all be resident at once (the caller checks the grid
-    against the SM count, kernels/plan.py) and whose barrier counter must not
-    pass 2^31 (cdiv(H, block_j) * T < 2^31, also kernels/plan.py).
+    programs, which must all be resident at once on the device of `limits`
+    (the planner keeps the grid within its SM count, _launch checks the
+    compiled kernel's occupancy: OutOfResources otherwise) and whose barrier
+    counter must not pass 2^31 (cdiv(H, block_j) * T < 2^31, kernels/plan.py).
     """
     T, B, G = gx.shape
     H = G // 4
@@ -292,14 +357,12 @@ def forward(
     if T * B == 0:
         return y, c_all, gates
     grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
-    count = torch.zeros(grid[1], dtype=torch.int32, device=gx.device)
-    _fwd_kernel[grid](
-        gx, w_hh, h0, c_all, y,
-        gates if training else y,  # never written when not training
-        count, 0, T, B, H,
+    args = (gx, w_hh, h0, c_all, y, gates if training else y,  # never written when not training
+            counters(grid[1], gx.device), 0, T, B, H)  # fmt: skip
+    _launch(
+        _fwd_kernel, grid, args, limits,
         BLOCK_B=block_b, BLOCK_J=block_j, BLOCK_K=block_k, W_RESIDENT=w_resident,
-        PERSISTENT=True, STORE_GATES=training, PREC=prec, INTERPRET=INTERPRET,
-        num_warps=num_warps,
+        PERSISTENT=True, STORE_GATES=training, PREC=prec, num_warps=num_warps,
     )  # fmt: skip
     return y, c_all, gates
 
@@ -318,6 +381,7 @@ def backward(
     w_resident: bool,
     num_warps: int,
     prec: str,
+    limits: plan.Limits,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """dy[T,B,H], dhT[B,H], dcT[B,H], w_hh[4H,H], c_all[T+1,B,H], gates[T,B,4H]
     -> dgx[T,B,4H], dh0[B,H], dc0[B,H] (all in the input dtype). One launch, as
@@ -328,11 +392,10 @@ def backward(
     dc = dcT.to(torch.float32, copy=True)
     if T * B > 0:
         grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
-        count = torch.zeros(grid[1], dtype=torch.int32, device=dy.device)
-        _bwd_kernel[grid](
-            dy, w_hh, c_all, gates, dgx, dh, dc, count, T - 1, T, B, H,
+        args = (dy, w_hh, c_all, gates, dgx, dh, dc, counters(grid[1], dy.device), T - 1, T, B, H)
+        _launch(
+            _bwd_kernel, grid, args, limits,
             BLOCK_B=block_b, BLOCK_J=block_j, BLOCK_K=block_k, W_RESIDENT=w_resident,
-            PERSISTENT=True, DO_POINTWISE=True, DO_DOT=True, PREC=prec, INTERPRET=INTERPRET,
-            num_warps=num_warps,
+            PERSISTENT=True, DO_POINTWISE=True, DO_DOT=True, PREC=prec, num_warps=num_warps,
         )  # fmt: skip
     return dgx, dh.to(dy.dtype), dc.to(dy.dtype)

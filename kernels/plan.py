@@ -57,6 +57,10 @@ class Limits(Protocol):
 
     sms: int  # programs that can be resident at once (one per SM)
     smem_optin: int  # shared memory per program, bytes
+    # Per SM, for the occupancy check of a compiled persistent kernel (co_resident):
+    regs_per_sm: int  # 32-bit registers
+    threads_per_sm: int
+    smem_per_sm: int  # shared memory, bytes
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,29 @@ def _resident_fits(bb: int, bj: int, hp: int, es: int, smem: int) -> bool:
     # lives in registers as an MMA operand, hence its own cap.
     h_tile = bb * hp * es
     return h_tile <= _H_TILE_BYTES and 4 * hp * bj * es + h_tile + _SMEM_SLACK <= smem
+
+
+# CUDA's occupancy rules on sm_80 / sm_90: registers are allocated per warp in
+# units of 256, the driver reserves 1 KiB of shared memory per block, and an SM
+# holds at most 32 blocks.
+_REG_UNIT = 256
+_SMEM_RESERVED = 1024
+_MAX_BLOCKS_PER_SM = 32
+
+
+def co_resident(n_regs: int, shared: int, num_warps: int, lim: Limits) -> int:
+    """Programs of a compiled kernel (n_regs registers per thread, `shared`
+    bytes of shared memory, num_warps warps) that one SM holds at once; 0 when
+    not even one fits. An estimate of cudaOccupancyMaxActiveBlocksPerMultiprocessor
+    from the same rules (allocation granularity included); the cooperative
+    launch is the exact check."""
+    threads = 32 * num_warps
+    fits = [_MAX_BLOCKS_PER_SM, lim.threads_per_sm // threads]
+    if n_regs > 0:
+        per_warp = _cdiv(n_regs * 32, _REG_UNIT) * _REG_UNIT
+        fits.append(lim.regs_per_sm // (per_warp * num_warps))
+    fits.append(lim.smem_per_sm // (shared + _SMEM_RESERVED))
+    return max(0, min(fits))
 
 
 def stepwise(B: int, H: int, why: str = "") -> TritonPlan:

@@ -79,6 +79,12 @@ class DeviceLimits:
     sms: int  # streaming multiprocessors: cudaDeviceProp::multiProcessorCount
     smem_optin: int  # shared memory per block after opt-in: sharedMemPerBlockOptin
     l2_bytes: int  # L2 cache size: l2CacheSize
+    # Per SM (the occupancy check of the Triton persistent kernels); H100 figures
+    # by default: regsPerMultiprocessor, maxThreadsPerMultiProcessor,
+    # sharedMemPerMultiprocessor.
+    regs_per_sm: int = 65536
+    threads_per_sm: int = 2048
+    smem_per_sm: int = 233472
 
     def __str__(self) -> str:
         return (
@@ -101,7 +107,15 @@ def _cuda_limits(index: int) -> DeviceLimits:
     p = torch.cuda.get_device_properties(index)
     smem = getattr(p, "shared_memory_per_block_optin", 0) or 48 * 1024
     l2 = getattr(p, "L2_cache_size", 0) or 0
-    return DeviceLimits(p.name, int(p.multi_processor_count), int(smem), int(l2))
+    per_sm = {
+        field: int(getattr(p, attr, 0) or getattr(H100, field))
+        for field, attr in (
+            ("regs_per_sm", "regs_per_multiprocessor"),
+            ("threads_per_sm", "max_threads_per_multi_processor"),
+            ("smem_per_sm", "shared_memory_per_multiprocessor"),
+        )
+    }
+    return DeviceLimits(p.name, int(p.multi_processor_count), int(smem), int(l2), **per_sm)
 
 
 def device_limits(device: torch.device | str | int | None = None) -> DeviceLimits:

@@ -4,10 +4,11 @@ charrnn_fast.kernels (docs/DESIGN.md, "Backends", "The op contract").
 Per call and direction: the plan (kernels/plan.py, from the device's limits
 and the path forced by CHARRNN_FAST_PATH, see backends/plans.py), then the
 launch of lstm_small / lstm_persistent / lstm_stepwise. If the compiler
-reports that the planned kernel does not fit the device (triton's
-OutOfResources, raised before anything is launched), the next path down the
-ladder small -> persistent -> persistent streaming W_hh -> stepwise runs
-instead, with one warning, and is remembered (plans.FALLBACKS): the fallback
+reports that the planned kernel does not fit the device, or a persistent grid
+cannot be co-resident (the occupancy check or the cooperative launch of
+lstm_persistent.py: triton's OutOfResources, raised before anything ran), the
+next path down the ladder small -> persistent -> persistent streaming W_hh ->
+stepwise runs instead, with one warning, and is remembered (plans.FALLBACKS): the fallback
 policy of docs/DESIGN.md, "Planners". How the kernels are imported and run
 (interpreter, fp32 precision) is triton_runtime.py.
 
@@ -145,7 +146,10 @@ def lstm_fwd(
             return small.forward(gx, w_hh, h0, c0, training, **tiles)
         tiles.update(block_j=p.block_j, block_k=p.block_k)
         if p.path == "persistent":
-            return persistent.forward(gx, w_hh, h0, c0, training, w_resident=p.w_resident, **tiles)
+            lim = plans.device_limits(gx.device)
+            return persistent.forward(
+                gx, w_hh, h0, c0, training, w_resident=p.w_resident, limits=lim, **tiles
+            )
         return stepwise.forward(gx, w_hh, h0, c0, training, **tiles)
 
     with rt.device_guard(gx):
@@ -179,7 +183,8 @@ def lstm_bwd(
             return small.backward(*args, **tiles)
         tiles.update(block_j=p.block_j, block_k=p.block_k)
         if p.path == "persistent":
-            return persistent.backward(*args, w_resident=p.w_resident, **tiles)
+            lim = plans.device_limits(y.device)
+            return persistent.backward(*args, w_resident=p.w_resident, limits=lim, **tiles)
         return stepwise.backward(*args, **tiles)
 
     with rt.device_guard(y):

@@ -57,7 +57,9 @@ cuda::DeviceLimits device_limits(int dev) {
 // The persistent plan for one direction on device `dev` with limits `lim`,
 // occupancy-checked and cached per (device, limits, direction, dtype, B, H);
 // T only enters the barrier-counter bound. dev < 0: a device planned without
-// it (backends.report with given limits): no occupancy check, no cache.
+// it (backends.report with given limits): no occupancy check, no cache. A
+// failed occupancy query (which includes the kernel's shared-memory opt-in) is
+// not cached: the next call asks again.
 cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
                            const cuda::DeviceLimits& lim) {
   static std::mutex mu;
@@ -72,6 +74,7 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
     if (it != cache.end()) p = it->second, hit = true;
   }
   if (!hit) {
+    bool cacheable = dev >= 0;
     // dev < 0 plans for given limits without a device: no capability to check.
     const cudaDeviceProp* prop = dev >= 0 ? at::cuda::getDeviceProperties(dev) : nullptr;
     if (prop != nullptr && prop->major < 8) {
@@ -90,6 +93,7 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
           (void)cudaGetLastError();
           p.persistent = false;
           p.why = std::string("occupancy query failed: ") + cudaGetErrorString(err);
+          cacheable = false;
         } else if (per_sm * lim.sms < grid) {
           p.persistent = false;
           p.why = "only " + std::to_string(per_sm * lim.sms) + " blocks can be co-resident, " +
@@ -97,7 +101,7 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
         }
       }
     }
-    if (dev >= 0) {
+    if (cacheable) {
       const std::lock_guard<std::mutex> lock(mu);
       cache.emplace(key, p);
     }
@@ -110,8 +114,20 @@ cuda::Plan persistent_plan(bool bwd, DType dt, const Dims& d, int dev,
   return p;
 }
 
-// The plan for one direction: the forced path, else persistent when a
-// geometry fits. A forced persistent path that cannot run is an error.
+// The automatic choice for one direction: the persistent plan when a geometry
+// fits, is co-resident and is modelled cheaper than the stepwise path.
+cuda::Plan auto_plan(bool bwd, DType dt, const Dims& d, int dev, const cuda::DeviceLimits& lim) {
+  cuda::Plan p = persistent_plan(bwd, dt, d, dev, lim);
+  if (!p.persistent) {
+    p.why = "no persistent geometry: " + p.why;
+    return p;
+  }
+  cuda::compare_with_stepwise(p, bwd, dt, int(d.B), int(d.H), lim);
+  return p;
+}
+
+// The plan for one direction: the forced path, else the automatic choice. A
+// forced persistent path that cannot run is an error.
 cuda::Plan plan_direction(bool bwd, const cuda::ForcedPaths& f, DType dt, const Dims& d, int dev,
                           const cuda::DeviceLimits& lim) {
   const Path forced = bwd ? f.bwd : f.fwd;
@@ -120,12 +136,12 @@ cuda::Plan plan_direction(bool bwd, const cuda::ForcedPaths& f, DType dt, const 
     p.why = "forced by " + f.source;
     return p;
   }
+  if (forced == Path::kAuto) return auto_plan(bwd, dt, d, dev, lim);
   cuda::Plan p = persistent_plan(bwd, dt, d, dev, lim);
-  TORCH_CHECK(p.persistent || forced != Path::kPersistent, "charrnn_fast (cuda): ", f.source,
-              " forces the persistent ", bwd ? "backward" : "forward",
-              " kernel, but it cannot run this call (T=", d.T, ", B=", d.B, ", H=", d.H,
-              "): ", p.why);
-  if (forced == Path::kPersistent) p.why = "forced by " + f.source + "; " + p.why;
+  TORCH_CHECK(p.persistent, "charrnn_fast (cuda): ", f.source, " forces the persistent ",
+              bwd ? "backward" : "forward", " kernel, but it cannot run this call (T=", d.T,
+              ", B=", d.B, ", H=", d.H, "): ", p.why);
+  p.why = "forced by " + f.source + "; " + p.why;
   return p;
 }
 
@@ -150,7 +166,7 @@ std::string cuda_plan(const at::Tensor& gx, const at::Tensor& w_hh) {
   std::string out;
   const int dev = gx.get_device();
   for (const bool bwd : {false, true}) {
-    const cuda::Plan p = persistent_plan(bwd, dt, d, dev, device_limits(dev));
+    const cuda::Plan p = auto_plan(bwd, dt, d, dev, device_limits(dev));
     out += bwd ? "; bwd=" : "fwd=";
     out += (p.persistent ? "persistent(" : "stepwise(") + cuda::describe(p) + ")";
   }
@@ -182,10 +198,7 @@ std::vector<std::string> cuda_plan_for(int64_t B, int64_t H, at::ScalarType dtyp
     if (p.persistent) {
       out.insert(out.end(), {"persistent", cuda::geometry(p), p.why});
     } else {
-      const std::string why = (bwd ? f.bwd : f.fwd) == Path::kStepwise
-                                   ? p.why
-                                   : "no persistent geometry: " + p.why;
-      out.insert(out.end(), {"stepwise", "per step: cuBLAS GEMM + fused pointwise", why});
+      out.insert(out.end(), {"stepwise", "per step: cuBLAS GEMM + fused pointwise", p.why});
     }
   }
   return out;

@@ -21,8 +21,9 @@ DType dtype_tag(at::ScalarType s);
 ForcedPaths forced_paths();
 
 // The plan for one direction (bwd: the backward) of a call of sizes d on CUDA
-// device dev: the forced path, else persistent when a geometry fits and is
-// co-resident. A forced persistent path that cannot run is an error.
+// device dev: the forced path, else persistent when a geometry fits, is
+// co-resident and is modelled cheaper than the stepwise path (plan.h,
+// compare_with_stepwise). A forced persistent path that cannot run is an error.
 Plan choose(bool bwd, const ForcedPaths& f, DType dt, const Dims& d, int dev);
 
 }  // namespace charrnn_fast::cuda

@@ -27,6 +27,9 @@ enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 constexpr int kThreads = 256;  // threads per block of every persistent kernel
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxItems = 4;  // accumulator tiles one warp may own (registers)
+// Stages of the staged A operand (cp.async pipeline depth): 2 (double
+// buffering) to kMaxStages; deeper pipelines hide the L2 latency of small K-chunks.
+constexpr int kMaxStages = 4;
 // Barrier counters are kCounterStride unsigned words (128 bytes) apart, one per
 // batch slice, so that slices polling their own counter never share an L2 sector.
 constexpr int kCounterStride = 32;
@@ -43,6 +46,7 @@ struct Geom {
   int MC;    // batch rows per M-chunk (multiple of 16, <= BS): smem holds one chunk
   int KC;    // K columns per staged A chunk (divides K, multiple of 16)
   int KS;    // warps splitting one output tile along K
+  int NS = 2;  // stages of the staged A chunk, 2..kMaxStages (KC-column chunks in flight)
 };
 
 // Byte offsets of the shared-memory regions and leading dimensions (elements).
@@ -59,7 +63,7 @@ struct Layout {
 CHARRNN_HD inline uint32_t align128(uint32_t x) { return (x + 127u) & ~127u; }
 
 // Forward: W slice [4U][H + pad] in the input dtype, A = h chunk [MC][KC + pad]
-// (double-buffered), P = partial pre-activations [KS][MC][4U + 4] fp32,
+// (NS stages), P = partial pre-activations [KS][MC][4U + 4] fp32,
 // aux = gx chunk [MC][4U], state = cell [BS][U] fp32.
 // Backward: W^T slice [U][4H + pad] (bf16 for bf16, fp32 for fp16/fp32: fp16
 // values are exact in tf32), A = dgates chunk [n_a][MC][KC + pad] (bf16 hi/lo, or
@@ -87,7 +91,7 @@ CHARRNN_HD inline Layout make_layout(bool bwd, DType dt, const Geom& g) {
   L.w = off;
   off += align128(uint32_t(N) * L.w_ld * L.e_w);
   L.a = off;
-  off += align128(2u * L.n_a * g.MC * L.a_ld * L.e_a);
+  off += align128(uint32_t(g.NS) * L.n_a * g.MC * L.a_ld * L.e_a);
   L.p = off;
   off += align128(uint32_t(g.KS) * g.MC * L.p_ld * 4);
   L.aux = off;

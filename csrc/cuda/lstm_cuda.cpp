@@ -20,9 +20,12 @@
 //       dtype; backward up to H = 1024 in bf16 and up to H = 512 in fp16/fp32.
 //   * stepwise: per step one cuBLAS GEMM with fp32 output plus one fused
 //     pointwise kernel. Any size.
-//   * auto (default): persistent when eligible, else stepwise; inputs not
-//     aligned for its vector loads (views at a storage offset) and a
-//     cooperative launch that the device refuses at run time also fall back.
+//   * auto (default): persistent when eligible and modelled cheaper per step
+//     than stepwise (plan.cpp models both: a persistent geometry can fit and
+//     still be slower, e.g. when the slice leaves only small K-chunks), else
+//     stepwise; inputs not aligned for its vector loads (views at a storage
+//     offset) and a cooperative launch that the device refuses at run time
+//     also fall back.
 //   CHARRNN_FAST_PATH=cuda:<path> or cuda:<fwd>/<bwd> (path = auto | persistent |
 //   stepwise; e.g. "cuda:persistent/stepwise,triton:small", the grammar of
 //   charrnn_fast/backends/plans.py; the former CHARRNN_FAST_CUDA_PATH = <path> |

@@ -114,7 +114,8 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_bwd_persistent(BwdArgs a, Ge
       if (m0 > 0 && s < T_) stage_aux(t, m0, rows);
       if (s > 0) {
         block_gemm<E>(P, L.p_ld, g.MC, x_prev + (long long)(b0 + m0) * G, G, x_split,
-                      (rows + 15) / 16, U / 16, g.KS, G, g.KC, As, L.a_ld, Ws, L.w_ld, L.n_a);
+                      (rows + 15) / 16, U / 16, g.KS, G, g.KC, g.NS, As, L.a_ld, Ws, L.w_ld,
+                      L.n_a);
       }
       cp_async_wait<0>();
       __syncthreads();

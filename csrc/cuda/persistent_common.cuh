@@ -3,8 +3,9 @@
 //
 // The block GEMM computes P[KS][rows][N] (fp32 partial sums) = A[rows][K] x
 // Ws^T, where A streams from global memory (the exchange buffer other blocks
-// wrote in the previous step) through a double-buffered shared-memory stage of
-// KC columns, and Ws[N][K] is the block's resident weight slice. Each warp owns
+// wrote in the previous step) through NS shared-memory stages of KC columns
+// (NS - 1 chunks in flight while one is multiplied), and Ws[N][K] is the
+// block's resident weight slice. Each warp owns
 // up to kMaxItems output tiles (16 x 16) given as (k-split, m-tile, n-tile):
 // when the block has fewer tiles than warps, KS warps share one tile, each
 // taking every KS-th k-tile, and the pointwise phase sums the KS partials.
@@ -77,6 +78,18 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+#endif  // !CHARRNN_EMULATE
+
+// cp_async_wait<n> for a run-time n in [0, kMaxStages - 2] (block_gemm: NS - 2).
+__device__ __forceinline__ void cp_async_wait_dyn(int n) {
+  switch (n) {
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    default: cp_async_wait<2>(); break;
+  }
+}
+
+#if !defined(CHARRNN_EMULATE)
 
 // ----------------------------------------------------------------- barrier
 // A monotonically increasing counter, zeroed on the stream before the launch:
@@ -271,12 +284,17 @@ struct Tf32 {
 // a_glob: row 0 of the chunk in global memory (leading dimension a_gld elements;
 // the lo array of Bf16HiLo is a_gsplit elements further). Rows up to
 // 16 * mtiles must exist there (the exchange buffers are padded to Bp rows).
-// As: the two stages of the A chunk in shared memory, each E::n_a x MC x a_ld.
+// As: the NS stages of the A chunk in shared memory, each E::n_a x MC x a_ld.
 // Ends with a __syncthreads: P is readable by every thread on return.
+// Pipeline: every iteration commits exactly one cp.async group (empty past the
+// last chunk), so that waiting until at most NS - 2 groups are pending always
+// means "chunk kc has landed"; the __syncthreads after that wait also tells
+// every thread that the stage read in the previous iteration is free, and the
+// copy of chunk kc + NS - 1 goes there.
 template <class E>
 __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* a_glob,
                            long long a_gld, long long a_gsplit, int mtiles, int ntiles, int KS,
-                           int K, int KC, typename E::AElem* As, int a_ld,
+                           int K, int KC, int NS, typename E::AElem* As, int a_ld,
                            const typename E::WElem* Ws, int w_ld, int n_a) {
   using AElem = typename E::AElem;
   const int warp = threadIdx.x / 32;
@@ -314,16 +332,16 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
   }
 
   const int nkc = K / KC;
-  load_chunk(0, 0);
+  for (int c = 0; c < NS - 1; ++c) {
+    if (c < nkc) load_chunk(c, c);
+    else cp_async_commit();
+  }
   for (int kc = 0; kc < nkc; ++kc) {
-    if (kc + 1 < nkc) {
-      load_chunk(kc + 1, (kc + 1) & 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const AElem* a_buf = As + (kc & 1) * stage;
+    cp_async_wait_dyn(NS - 2);  // chunk kc has landed (this thread's copies)
+    __syncthreads();            // everyone's copies; stage (kc - 1) % NS is free
+    if (kc + NS - 1 < nkc) load_chunk(kc + NS - 1, (kc + NS - 1) % NS);
+    else cp_async_commit();
+    const AElem* a_buf = As + (kc % NS) * stage;
     // k-tile loop outside (two k-steps per trip, one per accumulator), items
     // inside: all these accumulator chains are independent, which gives the
     // tensor pipe several mmas in flight.
@@ -340,8 +358,8 @@ __device__ void block_gemm(float* P, int p_ld, int MC, const typename E::AElem* 
         }
       }
     }
-    __syncthreads();  // the next iteration's copy overwrites this stage
   }
+  cp_async_wait<0>();  // only empty groups remain: none left pending for the caller
 #pragma unroll
   for (int i = 0; i < kMaxItems; ++i) {
     if (warp + i * kWarps < nitems) {

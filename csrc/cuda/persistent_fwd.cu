@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
                 "forward operands are the input dtype");
   const Layout L = make_layout(false, dtype_of<T>(), g);
   WElem* Ws = reinterpret_cast<WElem*>(smem + L.w);      // [N][w_ld]
-  AElem* As = reinterpret_cast<AElem*>(smem + L.a);      // [2][MC][a_ld]
+  AElem* As = reinterpret_cast<AElem*>(smem + L.a);      // [NS][MC][a_ld]
   float* P = reinterpret_cast<float*>(smem + L.p);       // [KS][MC][p_ld]
   T* gxs = reinterpret_cast<T*>(smem + L.aux);           // [MC][N]
   float* cst = reinterpret_cast<float*>(smem + L.state); // [BS][U]
@@ -88,7 +88,8 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_fwd_persistent(FwdArgs a, Ge
       const int rows = min(g.MC, rows_blk - m0);
       if (m0 > 0) stage_gx(t, m0, rows);
       block_gemm<E>(P, L.p_ld, g.MC, reinterpret_cast<const AElem*>(h_prev) + (b0 + m0) * H, H,
-                    0, (rows + 15) / 16, N / 16, g.KS, H, g.KC, As, L.a_ld, Ws, L.w_ld, 1);
+                    0, (rows + 15) / 16, N / 16, g.KS, H, g.KC, g.NS, As, L.a_ld, Ws, L.w_ld,
+                    1);
       cp_async_wait<0>();  // gx of this chunk (block_gemm waited already; be explicit)
       __syncthreads();
       for (int e = threadIdx.x; e < rows * U; e += kThreads) {

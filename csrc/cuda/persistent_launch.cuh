@@ -1,10 +1,12 @@
 // Host side of the persistent kernels' launches, shared by the forward and the
-// backward: the shared-memory opt-in (once per kernel and device), the
+// backward: the shared-memory opt-in (once per kernel and device, retried
+// after a failure), the
 // occupancy query and the cooperative launch.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "kernels.h"
@@ -14,17 +16,25 @@ namespace charrnn_fast::cuda::detail {
 // Raises one kernel's dynamic shared-memory limit to the device's opt-in
 // maximum, once per device: every geometry the planner accepts then launches
 // without touching the attribute again, so host threads launching the kernel
-// concurrently never race on it (std::call_once). One object per kernel.
+// concurrently never race on it (a mutex serialises the attempts). Only a
+// success is remembered: after a failure (an earlier asynchronous error
+// reported here, say) the next occupancy query or launch tries again, one
+// driver call, instead of keeping the persistent path off for the process.
+// One object per kernel.
 class SmemOptIn {
  public:
   template <typename Kernel>
   cudaError_t apply(Kernel k) {
     int dev = 0;
-    const cudaError_t err = cudaGetDevice(&dev);
+    cudaError_t err = cudaGetDevice(&dev);
     if (err != cudaSuccess) return err;
     if (dev < 0 || dev >= kMaxDevices) return set(k, dev);  // not cached: still correct
-    std::call_once(once_[dev], [&] { result_[dev] = set(k, dev); });
-    return result_[dev];
+    if (done_[dev].load(std::memory_order_acquire)) return cudaSuccess;
+    const std::lock_guard<std::mutex> lock(mu_);
+    if (done_[dev].load(std::memory_order_relaxed)) return cudaSuccess;
+    err = set(k, dev);
+    if (err == cudaSuccess) done_[dev].store(true, std::memory_order_release);
+    return err;
   }
 
  private:
@@ -37,8 +47,8 @@ class SmemOptIn {
     if (err != cudaSuccess) return err;
     return cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   }
-  std::once_flag once_[kMaxDevices];
-  cudaError_t result_[kMaxDevices] = {};
+  std::mutex mu_;
+  std::atomic<bool> done_[kMaxDevices] = {};
 };
 
 // Occupancy query and cooperative launch, shared by the forward and the

@@ -10,9 +10,11 @@
 //
 // Cost model (cycles per step on one SM; rough H100 figures, to be calibrated
 // with bench/run.py): every K-chunk costs the longest of the L2 latency
-// (~700 clk), its operand stream (~64 B/clk from L2) and its mmas (~1024
-// MAC/clk for 16-bit operands, 512 for tf32, per mma pass), plus two
-// __syncthreads; the per-slice barrier costs ~2500 clk plus a little per block.
+// (~700 clk) shared by the NS - 1 chunks in flight, its operand stream (~64
+// B/clk from L2) and its mmas (~1024 MAC/clk for 16-bit operands, 512 for tf32,
+// per mma pass), plus a __syncthreads; the per-slice barrier costs ~2500 clk
+// plus a little per block. Deeper pipelines (NS = 3, 4) cost shared memory and
+// only pay where the latency dominates, i.e. for small K-chunks.
 // Batch slices duplicate W in more blocks but cut each block's operand stream,
 // so wide grids with few rows per block win whenever W fits.
 // Aggregate L2 bandwidth: the blocks run in parallel, but together they stream
@@ -21,9 +23,17 @@
 // DeviceLimits::l2_bytes_per_clk. A step costs at least total bytes / that
 // rate, which penalises small U (more column blocks re-reading the same rows):
 // bf16 backward at H = 512, B = 64, U = 16 streams about 17 MB per step.
+//
+// The stepwise path is modelled too (stepwise_cost), per step: a cuBLAS GEMM
+// and a fused pointwise kernel, each at least a launch; the GEMM no faster than
+// the tensor cores (or FP32 FMA units) of the SMs its tiles occupy, nor than
+// W_hh streams from L2 (when it fits in half of l2_bytes) or from HBM (when it
+// does not). compare_with_stepwise keeps the persistent plan only when its
+// modelled step is cheaper.
 #include "plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -61,9 +71,9 @@ double l2_bytes_per_step(bool bwd, DType dt, const Geom& g) {
 }
 
 // Modelled cycles per step. Per M-chunk: the first A stage is exposed (L2
-// latency), then every K-chunk costs the longest of L2 latency, its operand
-// stream and its mmas (double buffering overlaps the three), plus two
-// __syncthreads; then the pointwise phase. A step is no faster than the
+// latency), then every K-chunk costs the longest of its share of the L2
+// latency (NS - 1 chunks in flight), its operand stream and its mmas (the
+// pipeline overlaps the three), plus a __syncthreads; then the pointwise phase. A step is no faster than the
 // aggregate L2 traffic allows; plus the barrier.
 double model_cost(bool bwd, DType dt, const Geom& g, const DeviceLimits& lim, double* l2) {
   const Layout L = make_layout(bwd, dt, g);
@@ -76,7 +86,8 @@ double model_cost(bool bwd, DType dt, const Geom& g, const DeviceLimits& lim, do
     const double rows = std::min(g.MC, g.BS - m0);
     const double load = rows * g.KC * L.e_a * L.n_a / 64.0;
     const double mma = rows * N * g.KC * mma_passes(bwd, dt) / rate;
-    block += latency + (K / g.KC) * (std::max({latency, load, mma}) + 80.0);
+    const double exposed = latency / (g.NS - 1);  // chunks in flight share the latency
+    block += latency + (K / g.KC) * (std::max({exposed, load, mma}) + 80.0);
     block += 100.0 + rows * g.U / kThreads * 60.0;
   }
   *l2 = l2_bytes_per_step(bwd, dt, g) / lim.l2_bytes_per_clk;
@@ -85,7 +96,8 @@ double model_cost(bool bwd, DType dt, const Geom& g, const DeviceLimits& lim, do
   return std::max(block, *l2) + 1e-3 * block + 2500.0 + 4.0 * g.n_us;
 }
 
-// The cheapest (MC, KC) that fits in shared memory; false when none does.
+// The cheapest (MC, KC, NS) that fits in shared memory; false when none does.
+// Ties go to the shallower pipeline (less shared memory for the same time).
 bool fit(bool bwd, DType dt, const DeviceLimits& lim, Geom& g, double& cost, double& l2) {
   const int K = bwd ? 4 * g.H : g.H;
   const int NT = (bwd ? g.U : 4 * g.U) / 16;
@@ -96,14 +108,17 @@ bool fit(bool bwd, DType dt, const DeviceLimits& lim, Geom& g, double& cost, dou
   for (int MC = std::min(g.BS, 16 * max_mt); MC >= 16; MC -= 16) {
     for (int KC : kcs) {
       if (K % KC != 0) continue;
-      Geom c = g;
-      c.MC = MC;
-      c.KC = KC;
-      c.KS = k_split(bwd, dt, c);
-      if (make_layout(bwd, dt, c).total > lim.smem_optin) continue;
-      double m_l2 = 0;
-      const double m = model_cost(bwd, dt, c, lim, &m_l2);
-      if (!found || m < cost) found = true, cost = m, l2 = m_l2, best = c;
+      for (int NS = 2; NS <= kMaxStages && NS - 1 <= K / KC; ++NS) {
+        Geom c = g;
+        c.MC = MC;
+        c.KC = KC;
+        c.NS = NS;
+        c.KS = k_split(bwd, dt, c);
+        if (make_layout(bwd, dt, c).total > lim.smem_optin) break;  // deeper needs more
+        double m_l2 = 0;
+        const double m = model_cost(bwd, dt, c, lim, &m_l2);
+        if (!found || m < cost) found = true, cost = m, l2 = m_l2, best = c;
+      }
     }
   }
   g = best;
@@ -186,13 +201,60 @@ Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits
   return best;
 }
 
+double stepwise_cost(bool bwd, DType dt, int B, int H, const DeviceLimits& lim) {
+  // The GEMM of one step, [B, K] x [K, N]: forward K = H, N = 4H in the input
+  // dtype; backward K = 4H, N = H, bf16 as hi/lo halves (K = 8H), fp16 in fp32
+  // (lstm_cuda.cpp, bwd_stepwise). fp32 runs on the FP32 units (TF32 off).
+  const bool simt = dt == DType::kFloat32 || (bwd && dt == DType::kFloat16);
+  const double e_w = simt ? 4.0 : 2.0;
+  const double K = bwd ? (dt == DType::kBFloat16 ? 8.0 : 4.0) * H : H;
+  const double N = bwd ? H : 4.0 * H;
+  const double macs = double(B) * N * K;
+  // SMs the GEMM keeps busy: 64 x 128 output tiles, split along K in 1024-deep
+  // slices when the tiles alone would leave SMs idle.
+  const double tiles = std::ceil(B / 64.0) * std::ceil(N / 128.0) * std::max(1.0, K / 1024.0);
+  const double busy = std::min<double>(lim.sms, tiles);
+  const double mma = macs / ((simt ? kFmaMacPerClk : kTensorMacPerClk) * busy) / kGemmEfficiency;
+  // W_hh (the GEMM's B operand) is read every step: from L2 when it and the
+  // step's activations fit in half of it, else from HBM.
+  const double w_bytes = N * K * e_w;
+  const double act_bytes = double(B) * (K * e_w + N * 4.0);
+  const bool in_l2 = lim.l2_bytes > 0 && w_bytes + act_bytes <= 0.5 * double(lim.l2_bytes);
+  const double stream =
+      w_bytes / (in_l2 ? lim.l2_bytes_per_clk : kHbmBytesPerClk) + act_bytes / lim.l2_bytes_per_clk;
+  const double gemm = std::max(mma, stream) + kLaunchClk;
+  // The pointwise kernel: gx or dy, gates, c_t, c_{t-1}, and what it writes,
+  // about 4H values of 4 + 2 x (input size) bytes per row, through L2.
+  const double e_in = dt == DType::kFloat32 ? 4.0 : 2.0;
+  const double pointwise = double(B) * 4.0 * H * (4.0 + 2.0 * e_in) / lim.l2_bytes_per_clk + kLaunchClk;
+  return gemm + pointwise;
+}
+
+bool compare_with_stepwise(Plan& p, bool bwd, DType dt, int B, int H, const DeviceLimits& lim) {
+  p.stepwise_cost = stepwise_cost(bwd, dt, B, H, lim);
+  if (!p.persistent) return false;
+  char buf[320];
+  if (p.cost <= p.stepwise_cost) {
+    std::snprintf(buf, sizeof buf, "; the stepwise path is modelled at %.0f", p.stepwise_cost);
+    p.why += buf;
+    return false;
+  }
+  std::snprintf(buf, sizeof buf,
+                "stepwise modelled at %.0f clk/step, cheaper than the best persistent geometry "
+                "(%s) at %.0f",
+                p.stepwise_cost, geometry(p).c_str(), p.cost);
+  p.persistent = false;
+  p.why = buf;
+  return true;
+}
+
 std::string geometry(const Plan& p) {
   if (!p.persistent) return "";
   char buf[256];
   const Geom& g = p.g;
   std::snprintf(buf, sizeof buf,
-                "U=%d BS=%d grid=%d (%d x %d) MC=%d KC=%d KS=%d smem=%zu cost=%.0f l2=%.0f", g.U,
-                g.BS, g.n_us * g.n_bs, g.n_us, g.n_bs, g.MC, g.KC, g.KS, p.smem, p.cost,
+                "U=%d BS=%d grid=%d (%d x %d) MC=%d KC=%d KS=%d NS=%d smem=%zu cost=%.0f l2=%.0f",
+                g.U, g.BS, g.n_us * g.n_bs, g.n_us, g.n_bs, g.MC, g.KC, g.KS, g.NS, p.smem, p.cost,
                 p.l2_cost);
   return buf;
 }

@@ -20,11 +20,21 @@ namespace charrnn_fast::cuda {
 // bench/run.py. All blocks together cannot stream their per-step operands
 // faster than this, however many blocks share the work.
 constexpr double kL2BytesPerClk = 2800.0;
+// The stepwise path's model (stepwise_cost), equally rough estimates: HBM
+// bandwidth (about 3.0 TB/s measured on an H100 at 1.98 GHz), the cost of one
+// small dependent kernel on the stream (launch, ramp and tail: about 2.5 us),
+// the tensor-core and FP32-FMA multiply-add rates of one SM, and the fraction
+// of them a small-batch cuBLAS GEMM reaches.
+constexpr double kHbmBytesPerClk = 1500.0;
+constexpr double kLaunchClk = 5000.0;
+constexpr double kTensorMacPerClk = 1024.0;
+constexpr double kFmaMacPerClk = 128.0;
+constexpr double kGemmEfficiency = 0.5;
 
 struct DeviceLimits {
   int sms;                                   // cudaDeviceProp::multiProcessorCount
   size_t smem_optin;                         // cudaDeviceProp::sharedMemPerBlockOptin
-  size_t l2_bytes = 0;                       // cudaDeviceProp::l2CacheSize (reported)
+  size_t l2_bytes = 0;                       // cudaDeviceProp::l2CacheSize (0: unknown)
   double l2_bytes_per_clk = kL2BytesPerClk;  // aggregate L2 bandwidth (estimate)
 };
 
@@ -34,6 +44,7 @@ struct Plan {
   size_t smem = 0;
   double cost = 0;       // modelled cycles per step (lower is better)
   double l2_cost = 0;    // of which the aggregate-L2-bandwidth bound
+  double stepwise_cost = 0;  // modelled cycles per step of the stepwise path (0: not compared)
   std::string why;       // why this path (persistent: how the geometry won)
 };
 
@@ -41,7 +52,16 @@ struct Plan {
 // or persistent = false and the reason. T is copied into the geometry.
 Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits& lim);
 
-// "U=8 BS=64 grid=128 (128 x 1) MC=64 KC=128 KS=1 smem=201216 cost=.. l2=.."
+// Modelled cycles per step of the stepwise path (a cuBLAS GEMM and a fused
+// pointwise kernel per step) for one direction.
+double stepwise_cost(bool bwd, DType dt, int B, int H, const DeviceLimits& lim);
+
+// The automatic choice between the paths: records the stepwise model in p and,
+// when it is cheaper than persistent plan p, turns p into a stepwise plan whose
+// reason gives both figures (returns true then).
+bool compare_with_stepwise(Plan& p, bool bwd, DType dt, int B, int H, const DeviceLimits& lim);
+
+// "U=8 BS=64 grid=128 (128 x 1) MC=64 KC=128 KS=1 NS=2 smem=201216 cost=.. l2=.."
 // for logs and tests; the reason when not persistent.
 std::string describe(const Plan& p);
 // The geometry part of describe() alone ("" when not persistent).

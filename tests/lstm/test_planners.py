@@ -7,6 +7,7 @@ makes, not a GPU), and backends.report() with a shape.
 from __future__ import annotations
 
 import ast
+import re
 import warnings
 from pathlib import Path
 
@@ -211,6 +212,83 @@ def test_cuda_planner_respects_aggregate_l2_bandwidth():
     assert s[3] == "persistent" and s[4].startswith("U=32 "), s
 
 
+# An A100 (108 SMs, 163 KiB of opt-in shared memory per block, 40 MiB of L2).
+A100 = [108, 166912, 40 * 2**20]
+
+
+def _cost(why: str, what: str) -> float:
+    """The modelled clk/step of `what` (persistent: the geometry's cost=) in a plan."""
+    pattern = {"stepwise": r"stepwise (?:path is )?modelled at (\d+)", "persistent": r"cost=(\d+)"}
+    m = re.search(pattern[what], why)
+    assert m, f"no {what} cost in {why!r}"
+    return float(m.group(1))
+
+
+@CUDA_PLANNER
+def test_cuda_planner_takes_stepwise_when_it_is_modelled_cheaper(monkeypatch):
+    # The review's example: on an A100, bf16 backward at H = 1024 fits a
+    # persistent geometry only with small K-chunks, modelled several times
+    # slower than a cuBLAS GEMM + pointwise kernel per step.
+    s = torch.ops.charrnn_fast.cuda_plan_for(64, 1024, torch.bfloat16, A100, -1)
+    print(s)
+    assert s[3] == "stepwise", s
+    assert "cheaper than the best persistent geometry (U=" in s[5], s[5]
+    step, persistent = _cost(s[5], "stepwise"), _cost(s[5], "persistent")
+    assert 3 * step < persistent, "a clear win, not a coin toss"
+    assert s[0] == "persistent", "the forward still wins persistent there"
+    # Forcing the persistent path still gets the geometry the model rejected.
+    monkeypatch.setenv(NEW, "cuda:persistent")
+    forced = torch.ops.charrnn_fast.cuda_plan_for(64, 1024, torch.bfloat16, A100, -1)
+    assert forced[3] == "persistent" and "forced by" in forced[5], forced
+
+
+@CUDA_PLANNER
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_planner_keeps_persistent_where_it_wins(dtype):
+    # The target shapes (2x128 B50, 3x512 B64) on an H100: persistent both
+    # ways, and the reason gives the stepwise figure it beat.
+    lim = [plans.H100.sms, plans.H100.smem_optin, plans.H100.l2_bytes]
+    for B, H in ((50, 128), (64, 512)):
+        s = torch.ops.charrnn_fast.cuda_plan_for(B, H, dtype, lim, -1)
+        print(B, H, s)
+        for path, geometry, why in (s[:3], s[3:]):
+            assert path == "persistent", s
+            assert _cost(geometry, "persistent") < _cost(why, "stepwise")
+
+
+@CUDA_PLANNER
+def test_cuda_stepwise_model_reads_w_hh_from_l2_only_when_it_fits():
+    # B = 1, bf16 backward at H = 1024: the GEMM is W_hh-bound (16 MiB of hi/lo
+    # weights per step). From a 50 MiB L2 it streams faster than from HBM,
+    # which an 8 MiB L2 (or an unknown size, 0) forces.
+    def stepwise_cost(l2: int) -> float:
+        s = torch.ops.charrnn_fast.cuda_plan_for(1, 1024, torch.bfloat16, [132, 232448, l2], -1)
+        return _cost(s[5], "stepwise")
+
+    big, small, unknown = stepwise_cost(50 * 2**20), stepwise_cost(8 * 2**20), stepwise_cost(0)
+    print(big, small, unknown)
+    assert big < small and small == unknown
+
+
+@CUDA_PLANNER
+def test_cuda_planner_deepens_the_pipeline_for_small_k_chunks():
+    # Among the H100 plans, the ones with small K-chunks stage 3 or 4 of them
+    # (NS), where the L2 latency would otherwise be paid per chunk; large
+    # chunks keep double buffering.
+    lim = [plans.H100.sms, plans.H100.smem_optin, plans.H100.l2_bytes]
+    stages = {}
+    for (B, H), dt in ((s, d) for s in SHAPES for d in DTYPES):
+        s = torch.ops.charrnn_fast.cuda_plan_for(B, H, dt, lim, -1)
+        for geometry in (s[1], s[4]):
+            if geometry.startswith("U="):
+                kc, ns = (int(re.search(rf"{k}=(\d+)", geometry).group(1)) for k in ("KC", "NS"))
+                assert 2 <= ns <= 4
+                stages.setdefault(kc, set()).add(ns)
+    print(stages)
+    assert any(ns > 2 for kc, v in stages.items() if kc <= 256 for ns in v)
+    assert all(v == {2} for kc, v in stages.items() if kc >= 1024)
+
+
 @CUDA_PLANNER
 def test_cuda_plan_for_rejects_bad_arguments():
     with pytest.raises(RuntimeError, match="limits must be"):
@@ -260,3 +338,19 @@ def test_shared_plan_code_imports_no_triton_and_kernels_no_registry():
                 assert not node.module.startswith(
                     ("charrnn_fast.backends", "charrnn_fast.autograd", "charrnn_fast.functional")
                 ), f"{path.name} imports {node.module}"
+
+
+def test_co_resident_programs_follow_the_occupancy_rules():
+    # kernels/plan.py co_resident on an H100 (65536 registers, 2048 threads,
+    # 228 KiB of shared memory per SM), against hand-computed limits.
+    lim = plans.H100
+    # 142 registers -> 18 units of 256 per warp, 4 warps: 65536 // 18432 = 3.
+    assert triton_planner.co_resident(142, 10240, 4, lim) == 3
+    # Shared memory: (233472) // (100000 + 1024 reserved) = 2.
+    assert triton_planner.co_resident(32, 100_000, 4, lim) == 2
+    # Threads: 2048 // 256 = 8; the 32-block cap: tiny kernels.
+    assert triton_planner.co_resident(16, 0, 8, lim) == 8
+    assert triton_planner.co_resident(0, 0, 1, lim) == 32
+    # Nothing fits: more shared memory than the SM has, or 255 registers x 32 warps.
+    assert triton_planner.co_resident(32, lim.smem_per_sm, 4, lim) == 0
+    assert triton_planner.co_resident(255, 0, 32, lim) == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -262,7 +263,8 @@ def test_kernels_not_imported_by_the_package():
 def test_kernels_compile_for_sm90():
     # The interpreter checks numerics, not what the compiler accepts: compile
     # each variant for sm_90 with the local triton (no GPU needed) and check
-    # that the barrier's arrival is an acq_rel atomic at GPU scope.
+    # that the barrier's arrival is an acq_rel atomic at GPU scope and its
+    # polling an acquire load at GPU scope (no atomic read-modify-write).
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "bench.triton_compile_check", "--H", "48"]
     repo = Path(__file__).resolve().parents[2]
@@ -271,7 +273,83 @@ def test_kernels_compile_for_sm90():
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert len(lines) == 7, "small fwd/bwd, persistent fwd/bwd, stepwise fwd + 2 bwd halves"
-    assert all("atom.global.gpu.acq_rel" in ln for ln in lines if ln.startswith("persistent"))
+    persistent = [ln for ln in lines if ln.startswith("persistent")]
+    assert len(persistent) == 2
+    for ln in persistent:
+        assert "atoms=['atom.global.gpu.acq_rel.add.u32']" in ln, ln
+        assert "polls=['ld.acquire.gpu.global.b32']" in ln, ln
+
+
+def test_persistent_counters_are_128_bytes_apart(monkeypatch):
+    # One counter per batch tile, 32 int32 words apart (never in one L2
+    # sector); each ends at (programs of its tile) x T after a launch.
+    from charrnn_fast.backends import triton_runtime
+
+    _, persistent, _ = triton_runtime.kernels()
+    made, original = [], persistent.counters
+
+    def spy(n_tiles, device):
+        made.append(original(n_tiles, device))
+        return made[-1]
+
+    monkeypatch.setattr(persistent, "counters", spy)
+    T, B, H = 3, 40, 16
+    tiles = -(-B // 16)
+    monkeypatch.setattr(
+        plans, "device_limits", lambda device=None: replace(LIMITS, sms=max(LIMITS.sms, tiles))
+    )
+    x = {n: v.float().to(DEV) for n, v in _inputs(T, B, H).items()}
+    kw = {"path": "persistent", "block_b": 16, "block_j": 16}
+    y, c_all, gates = TB.fwd(x["gx"], x["w_hh"], x["h0"], x["c0"], True, **kw)
+    TB.bwd(x["dy"], x["dhT"], x["dcT"], x["w_hh"], y, c_all, gates, x["h0"], **kw)
+    assert len(made) == 2, "one set of counters per launch"
+    assert persistent.COUNTER_STRIDE.value * 4 == 128
+    for count in made:
+        assert count.dtype == torch.int32 and count.numel() == tiles * 32
+        want = torch.zeros(tiles * 32, dtype=torch.int32)
+        want[::32] = T  # grid (1, tiles): one program per tile, one arrival per step
+        assert torch.equal(count.cpu(), want), count.view(tiles, 32)[:, :2]
+
+
+def test_occupancy_check_refuses_a_grid_that_cannot_be_co_resident():
+    from triton.runtime.errors import OutOfResources
+
+    from charrnn_fast.backends import triton_runtime
+
+    _, persistent, _ = triton_runtime.kernels()
+    lim = plans.H100  # 132 SMs
+    # 200 KB of shared memory: one program per SM, so 132 fit and 134 do not.
+    persistent.check_co_resident(128, 200_000, 8, (66, 2), lim)
+    with pytest.raises(OutOfResources, match="co-resident programs"):
+        persistent.check_co_resident(128, 200_000, 8, (67, 2), lim)
+    # More shared memory than an SM has: not even one program.
+    with pytest.raises(OutOfResources, match="co-resident programs"):
+        persistent.check_co_resident(32, lim.smem_per_sm, 4, (1, 1), lim)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not GPU, reason="the occupancy check runs on compiled kernels")
+def test_persistent_grid_that_cannot_be_co_resident_falls_back(monkeypatch):
+    # A device whose SMs hold no program of the compiled kernel (registers):
+    # the persistent launch is refused before it runs, and the call falls back
+    # down the ladder to the stepwise path with a warning, with the right result.
+    from charrnn_fast.backends import triton_runtime
+
+    monkeypatch.setattr(plans, "FALLBACKS", plans.FallbackCache())
+    monkeypatch.delenv("CHARRNN_FAST_PATH", raising=False)
+    monkeypatch.delenv("CHARRNN_FAST_TRITON_PATH", raising=False)
+    tiny = replace(LIMITS, regs_per_sm=1)
+    monkeypatch.setattr(plans, "device_limits", lambda device=None: tiny)
+    _, persistent, _ = triton_runtime.kernels()
+    T, B, H = 6, 64, 512
+    assert plan_mod.make_plan(B, H, torch.float32, tiny).path == "persistent"
+    x = {n: v.float().to(DEV) for n, v in _inputs(T, B, H).items()}
+    with pytest.warns(UserWarning, match="co-resident programs"):
+        y, _, _ = TB.fwd(x["gx"], x["w_hh"], x["h0"], x["c0"], True)
+    want, _, _ = reference.lstm_fwd(x["gx"], x["w_hh"], x["h0"], x["c0"], True)
+    torch.testing.assert_close(y, want, atol=1e-4, rtol=0)
+    key = plans.fallback_key("triton", "fwd", DEV, torch.float32, B, H)
+    assert dict(plans.FALLBACKS.get(key)) == {"path": "stepwise"}
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -22,13 +22,15 @@ wait for another program would hang it. Two checks instead:
 
 What only a GPU can check (tests/lstm/test_triton.py::test_persistent_grid_barrier,
 tests/lstm/test_cuda.py, bench/gpu_check.sh): that all programs of the grid are
-co-resident (the planner keeps the grid within the SM count, but only the
-hardware scheduler decides); the memory model (the model is sequentially
-consistent: that the acq_rel atomic plus the CTA barrier publish the plain
+co-resident (the planner keeps the grid within the SM count, the launch checks
+the compiled kernel's occupancy and is cooperative, so the driver refuses a
+grid it cannot hold: test_triton.py checks the refusal's rules on the CPU);
+the memory model (the model is sequentially consistent: that the acq_rel
+atomic, the acquire loads of the polling and the CTA barrier publish the plain
 stores of the other warps, and that volatile loads do not hit a stale L1 line,
 is the hardware's and the compiler's part; bench/triton_compile_check.py only
-checks that the atomic is emitted as atom.acq_rel.gpu); forward progress of
-spinning programs; and the barrier's cost.
+checks that the arrival is emitted as atom.acq_rel.gpu and the polling as
+ld.acquire.gpu); forward progress of spinning programs; and the barrier's cost.
 """
 
 from __future__ import annotations

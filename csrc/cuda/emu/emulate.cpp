@@ -70,6 +70,11 @@ int& smem_limit(const void* kernel) {
   return limits[kernel];  // std::map: references stay valid
 }
 
+int& set_attribute_failures() {
+  static int n = 0;  // set and read by the host thread only
+  return n;
+}
+
 void defer_copy(void* dst, const void* src, int bytes) {
   auto* d = static_cast<unsigned char*>(dst);
   if (d < tl_block->smem || d + bytes > tl_block->smem + tl_block->bytes) {

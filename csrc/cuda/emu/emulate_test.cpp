@@ -7,6 +7,7 @@
 // speed, and not the hardware's memory model. Build and run: emu/run.sh.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>  // the emulation's (emu/include): charrnn_emu::set_attribute_failures
 
 #include <cmath>
 #include <cstdio>
@@ -232,8 +233,8 @@ bool alignment_rules() {
 }
 
 // Geometry with the grid derived from U and BS.
-Geom geom(int B, int H, int U, int BS, int MC, int KC, int KS) {
-  return Geom{0, B, H, U, BS, H / U, (B + BS - 1) / BS, MC, KC, KS};
+Geom geom(int B, int H, int U, int BS, int MC, int KC, int KS, int NS = 2) {
+  return Geom{0, B, H, U, BS, H / U, (B + BS - 1) / BS, MC, KC, KS, NS};
 }
 
 }  // namespace
@@ -250,6 +251,16 @@ int main(int argc, char** argv) {
     fails += !body(label);
   };
   constexpr auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16, fp32 = DType::kFloat32;
+  // First, before any case has opted a kernel in: a failed shared-memory
+  // opt-in fails that launch only; the next launch tries again and runs.
+  run("opt-in retried after a failure", [&](auto l) {
+    charrnn_emu::set_attribute_failures() = 1;
+    const bool first = run_case<__half>(fp16, 1, 3, 16, nullptr, nullptr, l);
+    const bool again = run_case<__half>(fp16, 1, 3, 16, nullptr, nullptr, l);
+    if (first || !again) std::printf("%s: first launch %s, second %s\n", l,
+                                     first ? "ran" : "failed", again ? "ran" : "failed");
+    return !first && again && charrnn_emu::set_attribute_failures() == 0;
+  });
   // Planner-chosen geometries ("slices": more than one batch slice).
   run("bf16 T3 B5 H64", [&](auto l) {
     return run_case<__nv_bfloat16>(bf16, 3, 5, 64, nullptr, nullptr, l);
@@ -282,6 +293,20 @@ int main(int argc, char** argv) {
   run("bf16 T3 B24 H48 odd-k slices", [&](auto l) {  // 3 k-steps per chunk: one accumulator idle
     const Geom f = geom(24, 48, 8, 16, 16, 48, 1), b = geom(24, 48, 16, 16, 16, 48, 1);
     return run_case<__nv_bfloat16>(bf16, 3, 24, 48, &f, &b, l);
+  });
+  // Deeper A pipelines (NS = 3, 4 stages): more K-chunks than stages, fewer
+  // (the prologue's empty groups), several M-chunks, batch slices.
+  run("bf16 T3 B37 H64 stages3 slices", [&](auto l) {
+    const Geom f = geom(37, 64, 8, 32, 16, 16, 1, 3), b = geom(37, 64, 16, 32, 16, 32, 1, 3);
+    return run_case<__nv_bfloat16>(bf16, 3, 37, 64, &f, &b, l);
+  });
+  run("fp32 T2 B20 H32 stages4 chunked", [&](auto l) {
+    const Geom f = geom(20, 32, 8, 32, 16, 16, 1, 4), b = geom(20, 32, 16, 32, 16, 16, 2, 4);
+    return run_case<float>(fp32, 2, 20, 32, &f, &b, l);
+  });
+  run("fp16 T2 B9 H16 stages4 short", [&](auto l) {  // K / KC = 1 (fwd), 2 (bwd): < NS - 1
+    const Geom f = geom(9, 16, 4, 16, 16, 16, 1, 4), b = geom(9, 16, 16, 16, 16, 32, 1, 4);
+    return run_case<__half>(fp16, 2, 9, 16, &f, &b, l);
   });
   // Inputs at storage offsets (8 bytes; 16 for w_hh): the emulated cp.async
   // and __ldg assert the alignment the GPU needs.

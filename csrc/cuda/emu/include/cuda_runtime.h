@@ -37,10 +37,17 @@ void run_grid(unsigned blocks, unsigned threads, size_t smem, const std::functio
 namespace charrnn_emu {
 // The kernel's cudaFuncAttributeMaxDynamicSharedMemorySize (0: never set).
 int& smem_limit(const void* kernel);
+// While positive, cudaFuncSetAttribute fails (and counts it down): a
+// transient error for the tests of the shared-memory opt-in's retry.
+int& set_attribute_failures();
 }  // namespace charrnn_emu
 
 template <class T>
 cudaError_t cudaFuncSetAttribute(T* k, cudaFuncAttribute attr, int value) {
+  if (charrnn_emu::set_attribute_failures() > 0) {
+    --charrnn_emu::set_attribute_failures();
+    return cudaErrorInvalidValue;
+  }
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
     charrnn_emu::smem_limit(reinterpret_cast<const void*>(k)) = value;
   }
