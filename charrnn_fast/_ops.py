@@ -61,6 +61,28 @@ if _error is None:
             h0.new_empty(h0.shape),
         )
 
+    @torch.library.register_fake("charrnn_fast::lstm_proj_fwd")
+    def _lstm_proj_fwd_fake(gx, w_hh, w_hr, h0, c0, training):
+        T, B, G = gx.shape
+        H, P = G // 4, w_hr.shape[0]
+        acc = acc_dtype(gx.dtype)
+        y = gx.new_empty((T, B, P))
+        c_all = gx.new_empty((T + 1, B, H), dtype=acc)
+        gates = gx.new_empty((T, B, G) if training else (0,), dtype=acc)
+        r = gx.new_empty((T, B, H) if training else (0,), dtype=acc)
+        return y, c_all, gates, r
+
+    @torch.library.register_fake("charrnn_fast::lstm_proj_bwd")
+    def _lstm_proj_bwd_fake(dy, dhT, dcT, w_hh, w_hr, y, c_all, gates, r, h0):
+        T, B, _ = y.shape
+        return (
+            y.new_empty((T, B, w_hh.shape[0])),
+            w_hh.new_empty(w_hh.shape),
+            w_hr.new_empty(w_hr.shape),
+            h0.new_empty(h0.shape),
+            dcT.new_empty(dcT.shape),
+        )
+
     @torch.library.register_fake("charrnn_fast::mm_tn")
     def _mm_tn_fake(a, b):
         return a.new_empty((a.shape[1], b.shape[1]))

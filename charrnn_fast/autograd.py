@@ -43,37 +43,67 @@ class LSTMRecurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy: Tensor, dhT: Tensor, dcT: Tensor):
+        w_hh, y, c_all, gates, h0, gx, c0 = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
-            return (*_differentiable_backward(ctx, dy, dhT, dcT), None, None)
-        w_hh, y, c_all, gates, h0 = ctx.saved_tensors[:5]
+            grads = _regrad(ctx, _ref_lstm, (gx, w_hh, h0, c0), (dy, dhT, dcT))
+            return (*grads, None, None)
         dgx, dw_hh, dh0, dc0 = ctx.backend.bwd(
             dy.contiguous(), dhT.contiguous(), dcT.contiguous(), w_hh, y, c_all, gates, h0
         )
         return dgx, dw_hh, dh0, dc0, None, None
 
 
-def _differentiable_backward(ctx, dy: Tensor, dhT: Tensor, dcT: Tensor) -> list[Tensor | None]:
-    """(dgx, dw_hh, dh0, dc0) as a graph autograd can differentiate again: the
-    forward recomputed in autograd-visible PyTorch ops, differentiated by autograd."""
-    w_hh, h0, gx, c0 = (ctx.saved_tensors[i] for i in (0, 4, 5, 6))
-    wanted = [i for i, need in enumerate(ctx.needs_input_grad[:4]) if need]
+class LSTMProjRecurrence(torch.autograd.Function):
+    """The recurrence with a projection (nn.LSTM's proj_size P > 0):
+    (gx[T,B,4H], w_hh[4H,P], w_hr[P,H], h0[B,P], c0[B,H]) -> (y[T,B,P], hT[B,P],
+    cT[B,H]), through the backend's `proj_fwd` / `proj_bwd`; double backward as
+    LSTMRecurrence, by recomputation (reference.projected)."""
+
+    @staticmethod
+    def forward(
+        ctx, gx: Tensor, w_hh: Tensor, w_hr: Tensor, h0: Tensor, c0: Tensor, backend: Backend,
+        save: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        y, c_all, gates, r = backend.proj_fwd(gx, w_hh, w_hr, h0, c0, save)
+        ctx.backend = backend
+        if save:
+            ctx.save_for_backward(w_hh, w_hr, y, c_all, gates, r, h0, gx, c0)
+        return y, y[-1].clone(), c_all[-1].to(gx.dtype, copy=True)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, dhT: Tensor, dcT: Tensor):
+        w_hh, w_hr, y, c_all, gates, r, h0, gx, c0 = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            grads = _regrad(ctx, reference.projected, (gx, w_hh, w_hr, h0, c0), (dy, dhT, dcT))
+            return (*grads, None, None)
+        grads = ctx.backend.proj_bwd(
+            dy.contiguous(), dhT.contiguous(), dcT.contiguous(), w_hh, w_hr, y, c_all, gates,
+            r, h0,
+        )  # fmt: skip
+        return (*grads, None, None)
+
+
+def _ref_lstm(gx: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference forward as (y, hT, cT), in plain PyTorch ops."""
+    y, c_all, _ = reference.lstm_fwd(gx, w_hh, h0, c0, False)
+    return y, y[-1], c_all[-1].to(gx.dtype)
+
+
+def _regrad(ctx, fwd, saved: tuple[Tensor, ...], douts: tuple[Tensor, ...]) -> list[Tensor | None]:
+    """The input gradients as a graph autograd can differentiate again: `fwd`
+    (plain PyTorch ops) recomputed on the saved inputs, differentiated by autograd."""
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad[: len(saved)]) if need]
     # Differentiate with respect to aliases of the inputs, not the inputs: h0
     # may itself depend on w_hh (a packed sequence's earlier segment), and the
     # gradient wanted here is the partial one, through this call alone. The
     # aliases keep the graph to the inputs for the next differentiation.
-    inputs = tuple(t.view_as(t) for t in (gx, w_hh, h0, c0))
-    # Whatever the backend, the recomputation is the reference's forward: plain
-    # PyTorch ops, so the returned gradients carry a graph of their own.
+    inputs = tuple(t.view_as(t) for t in saved)
     with torch.enable_grad():
-        y, c_all, _ = reference.lstm_fwd(*inputs, False)
+        outs = fwd(*inputs)
     grads = torch.autograd.grad(
-        (y, y[-1], c_all[-1].to(gx.dtype)),
-        [inputs[i] for i in wanted],
-        (dy, dhT, dcT),
-        create_graph=True,
-        allow_unused=True,
+        outs, [inputs[i] for i in wanted], douts, create_graph=True, allow_unused=True
     )
-    out: list[Tensor | None] = [None] * 4
+    out: list[Tensor | None] = [None] * len(saved)
     for i, g in zip(wanted, grads):
         out[i] = g if g is not None else torch.zeros_like(inputs[i])
     return out

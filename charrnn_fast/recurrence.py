@@ -11,7 +11,8 @@ their final state behind. The reverse direction walks the segments from the
 last step back, and a row joins (from its initial state) at its own last step.
 
 Projections (proj_size P > 0): h_t = W_hr (o_t * tanh(c_t)), so the next
-step's GEMM reads P columns. Legend: T steps, B batch, H hidden units, P
+step's GEMM reads P columns; backends with a projected op (`proj_fwd`, the
+cpu backend) run it, the others the reference's differentiable loop. Legend: T steps, B batch, H hidden units, P
 projection size (H without one), N packed rows (the sum of batch_sizes).
 """
 
@@ -20,9 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from charrnn_fast.autograd import LSTMRecurrence
-from charrnn_fast.backends import Backend
-from charrnn_fast.contract import acc_dtype
+from charrnn_fast.autograd import LSTMProjRecurrence, LSTMRecurrence
+from charrnn_fast.backends import Backend, reference
 
 
 def recur(
@@ -41,11 +41,16 @@ def recur(
     backwards (its output stays in input order)."""
 
     def step(g: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if w_hr is not None:
-            return projected(g, w_hh, w_hr, h, c)
         g, h, c = g.contiguous(), h.contiguous(), c.contiguous()
-        save = torch.is_grad_enabled() and any(t.requires_grad for t in (g, w_hh, h, c))
-        return LSTMRecurrence.apply(g, w_hh.contiguous(), h, c, backend, save)
+        ws = (w_hh,) if w_hr is None else (w_hh, w_hr)
+        save = torch.is_grad_enabled() and any(t.requires_grad for t in (g, *ws, h, c))
+        if w_hr is None:
+            return LSTMRecurrence.apply(g, w_hh.contiguous(), h, c, backend, save)
+        if backend.proj_fwd is None:  # plain PyTorch ops, differentiated by autograd
+            return reference.projected(g, w_hh, w_hr, h, c)
+        return LSTMProjRecurrence.apply(
+            g, w_hh.contiguous(), w_hr.contiguous(), h, c, backend, save
+        )
 
     if sizes is None:
         if not reverse:
@@ -97,23 +102,3 @@ def _packed_reverse(gx, sizes, h0, c0, step):
         y, h, c = step(_block(gx, segs[k]).flip(0), h, c)
         ys[k] = y.flip(0).reshape(-1, y.size(-1))
     return torch.cat(ys), h, c
-
-
-def projected(
-    gx: Tensor, w_hh: Tensor, w_hr: Tensor, h0: Tensor, c0: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The projected recurrence in differentiable PyTorch ops (autograd's backward,
-    double backward included). gx [T,B,4H], w_hh [4H,P], w_hr [P,H], h0 [B,P],
-    c0 [B,H] -> y [T,B,P], hT [B,P], cT [B,H]. Numerics as the op contract: the
-    cell state and arithmetic in acc(dtype), h rounded to the dtype each step."""
-    acc = acc_dtype(gx.dtype)
-    w, r = w_hh.to(acc), w_hr.to(acc)
-    h, c = h0.to(acc), c0.to(acc)
-    ys = []
-    for t in range(gx.size(0)):
-        i, f, g, o = (gx[t].to(acc) + h @ w.t()).chunk(4, dim=1)
-        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-        y_t = ((o.sigmoid() * c.tanh()) @ r.t()).to(gx.dtype)
-        h = y_t.to(acc)
-        ys.append(y_t)
-    return torch.stack(ys), ys[-1], c.to(gx.dtype)

@@ -10,6 +10,12 @@
 //          gates[T,B,4H] (activated i,f,g,o; shape [0] when not training)
 //   lstm_bwd(dy[T,B,H], dhT[B,H], dcT[B,H], w_hh, y, c_all, gates, h0[B,H])
 //       -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]
+//   lstm_proj_fwd(gx[T,B,4H], w_hh[4H,P], w_hr[P,H], h0[B,P], c0[B,H], training)
+//       -> y[T,B,P], c_all[T+1,B,H], gates[T,B,4H], r[T,B,H] (o * tanh(c) before the
+//          projection); c_all, gates and r in the accumulation dtype, gates and r [0]
+//          when not training (CPU only: nn.LSTM's proj_size > 0)
+//   lstm_proj_bwd(dy[T,B,P], dhT[B,P], dcT[B,H], w_hh, w_hr, y, c_all, gates, r, h0[B,P])
+//       -> dgx[T,B,4H], dw_hh[4H,P], dw_hr[P,H], dh0[B,P], dc0[B,H]
 //   mm_tn(a[K,M], b[K,N]) -> a^T b [M,N]   (CPU only)
 //   mm_nt(a[M,K], w[N,K], bias[N] or None) -> a w^T + bias [M,N]   (CPU only)
 //   lstm_lm_generate(tokens[B] int64, h0[L,B,H], c0[L,B,H], embed[V,E] or None (one-hot),
@@ -38,6 +44,13 @@ TORCH_LIBRARY(charrnn_fast, m) {
   m.def(
       "lstm_bwd(Tensor dy, Tensor dhT, Tensor dcT, Tensor w_hh, Tensor y, Tensor c_all,"
       " Tensor gates, Tensor h0) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "lstm_proj_fwd(Tensor gx, Tensor w_hh, Tensor w_hr, Tensor h0, Tensor c0, bool training)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "lstm_proj_bwd(Tensor dy, Tensor dhT, Tensor dcT, Tensor w_hh, Tensor w_hr, Tensor y,"
+      " Tensor c_all, Tensor gates, Tensor r, Tensor h0)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // a[K, M]^T b[K, N] -> [M, N]: weight gradients (dW = dY^T X) without a transposed copy.
   m.def("mm_tn(Tensor a, Tensor b) -> Tensor");
   // a[M, K] w[N, K]^T + bias -> [M, N]: F.linear; w any strided view (no transposed copy).

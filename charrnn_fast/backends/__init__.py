@@ -41,6 +41,12 @@ class Backend:
     # the kernel path a call would get and why (docs/DESIGN.md, "Planners").
     # None for backends with a single path.
     plan: Callable[..., list] | None = None
+    # The recurrence with a projection (nn.LSTM's proj_size > 0), or None where
+    # the backend has none (recurrence.py then runs reference.projected):
+    # (gx, w_hh[4H,P], w_hr[P,H], h0[B,P], c0[B,H], training) -> y, c_all, gates, r
+    # and (dy, dhT, dcT, w_hh, w_hr, y, c_all, gates, r, h0) -> dgx, dw_hh, dw_hr, dh0, dc0.
+    proj_fwd: Callable[..., tuple[Tensor, ...]] | None = None
+    proj_bwd: Callable[..., tuple[Tensor, ...]] | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -58,4 +58,6 @@ BACKEND = Backend(
     + "), oneDNN input projection; ATen's fused LSTM serves the calls where it "
     "measured faster on this machine (CHARRNN_FAST_DISPATCH)",
     project=_project,
+    proj_fwd=lambda *a: torch.ops.charrnn_fast.lstm_proj_fwd(*a),
+    proj_bwd=lambda *a: torch.ops.charrnn_fast.lstm_proj_bwd(*a),
 )

@@ -48,7 +48,12 @@ MIN_ROUNDS, MAX_ROUNDS = 2, 7
 
 
 def mode() -> str:
-    """CHARRNN_FAST_DISPATCH, checked: auto, aten or ours."""
+    """CHARRNN_FAST_DISPATCH, checked: auto, aten or ours. Also checks the other
+    variables that steer which code runs, so that a malformed one is an error
+    on any device, not only where it would be read."""
+    from charrnn_fast.backends import plans
+
+    plans.parse_path_env(os.environ.get(plans.PATH_ENV, ""))
     for name in _REMOVED:
         if name in os.environ:
             raise ValueError(

@@ -83,3 +83,23 @@ def lstm_bwd(
     dw = dgx.reshape(T * B, 4 * H).t() @ h_prev.reshape(T * B, H)
     dt = y.dtype
     return dgx.to(dt), dw.to(dt), dh.to(dt), dc.to(dt)
+
+
+def projected(
+    gx: Tensor, w_hh: Tensor, w_hr: Tensor, h0: Tensor, c0: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The projected recurrence in differentiable PyTorch ops (autograd's backward,
+    double backward included). gx [T,B,4H], w_hh [4H,P], w_hr [P,H], h0 [B,P],
+    c0 [B,H] -> y [T,B,P], hT [B,P], cT [B,H]. Numerics as the op contract: the
+    cell state and arithmetic in acc(dtype), h rounded to the dtype each step."""
+    acc = acc_dtype(gx.dtype)
+    w, r = w_hh.to(acc), w_hr.to(acc)
+    h, c = h0.to(acc), c0.to(acc)
+    ys = []
+    for t in range(gx.size(0)):
+        i, f, g, o = (gx[t].to(acc) + h @ w.t()).chunk(4, dim=1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        y_t = ((o.sigmoid() * c.tanh()) @ r.t()).to(gx.dtype)
+        h = y_t.to(acc)
+        ys.append(y_t)
+    return torch.stack(ys), ys[-1], c.to(gx.dtype)

@@ -392,3 +392,27 @@ def test_plan_reports_geometry():
     plan = _plan(50, 64, 256, torch.bfloat16)
     print(plan)
     assert plan.startswith("fwd=persistent(U=") and "; bwd=persistent(U=" in plan
+
+
+@pytest.mark.parametrize("path", ["persistent", "stepwise"])
+@pytest.mark.parametrize("proj", [0, 8])
+def test_packed_and_projected_match_nn_lstm(path, proj, monkeypatch):
+    """Variable-length, unsorted batches (segments of one batch size, both
+    directions) on both CUDA paths; projections on a GPU run cuDNN unless the
+    backend is named (then our recurrence with the reference's projected step)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    monkeypatch.setenv("CHARRNN_FAST_PATH", _env(path, 7, 5, 32, torch.float32))
+    torch.manual_seed(0)
+    ref = nn.LSTM(8, 32, 2, bidirectional=True, proj_size=proj).double().cuda()
+    ours = charrnn_fast.from_torch(ref, backend="cuda").float()
+    x = torch.randn(7, 5, 8, dtype=torch.float64, device="cuda")
+    lengths = torch.tensor([3, 7, 1, 7, 5])
+    got, want = [], []
+    for m, dt, out in ((ref, torch.float64, want), (ours, torch.float32, got)):
+        xs = x.to(dt).requires_grad_()
+        y, (h, c) = m(pack_padded_sequence(xs, lengths, enforce_sorted=False))
+        (y.data.sum() + (h * 2).sum() + c.sum()).backward()
+        out += [y.data, h, c, xs.grad, *(p.grad for p in m.parameters())]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=1e-4)

@@ -175,3 +175,21 @@ def test_eval_mode_with_gradients_on_aten_still_differentiates(monkeypatch):
     ref_x = x.clone().requires_grad_()
     ref.train()(ref_x)[0].sum().backward()
     torch.testing.assert_close(xg.grad, ref_x.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "var,value,message",
+    [
+        ("CHARRNN_FAST_PATH", "garbage", "CHARRNN_FAST_PATH must be a comma list"),
+        ("CHARRNN_FAST_BACKEND", "garbage", "unknown backend 'garbage' .from CHARRNN_FAST_BACKEND"),
+        ("CHARRNN_FAST_BACKEND", "cuda", "backend 'cuda' .from CHARRNN_FAST_BACKEND. cannot run"),
+    ],
+)
+def test_variables_that_steer_the_choice_are_checked_on_the_cpu_too(
+    monkeypatch, var, value, message
+):
+    if value == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is present: cuda is a valid choice for CUDA tensors only")
+    monkeypatch.setenv(var, value)
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        charrnn_fast.LSTM(3, 4)(torch.randn(2, 1, 3))
