@@ -158,3 +158,21 @@ def test_cpu_runs_time_float32_and_bfloat16_by_default() -> None:
     assert dtypes() == ["float32", "bfloat16"]
     assert dtypes("--quick") == ["float32"]
     assert dtypes("--dtypes", "bf16") == ["bfloat16"]
+
+
+def test_varlen_train_step_scores_the_valid_positions_only(monkeypatch) -> None:
+    """train mode: the loss sees N positions (the sum of the lengths) for a varlen
+    shape, and the head takes the P features of a projected LSTM."""
+    seen = []
+    real = providers.lm_loss
+
+    def spy(logits, targets):
+        seen.append((tuple(logits.shape), tuple(targets.shape)))
+        return real(logits, targets)
+
+    monkeypatch.setattr(providers, "lm_loss", spy)
+    n = sum(config.lengths(config.parse_shape(VARLEN)))
+    for spec, positions in ((VARLEN, (n,)), (PROJ, (6, 4))):
+        step, _ = providers.workload("cpu", "train", config.parse_shape(spec), "float32", "cpu")
+        assert torch.isfinite(step())
+        assert seen[-1] == ((*positions, config.VOCAB), positions), (spec, seen)
