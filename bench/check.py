@@ -7,11 +7,17 @@ gradient of every parameter):
     err_k = max |provider_k - oracle_k|
     tol_k = 2 * max |nn.LSTM(dtype)_k - oracle_k| + floor(dtype) * max(1, max |oracle_k|)
 
-The oracle is the charrnn_fast reference backend in float64 on shapes where the
-reference is timed, else torch.nn.LSTM in float64 (the tests hold the two equal
-to 1e-10), on the same device, with the weights rounded to the dtype first so
-that only the arithmetic differs. Where a float64 check of the whole shape would
-be slow (CPU), the check runs on the first T_check <= T steps.
+The oracle is the charrnn_fast reference backend in float64 on plain shapes
+where the reference is timed, else torch.nn.LSTM in float64 (the tests hold the
+two equal to 1e-10), on the same device, with the weights rounded to the dtype
+first so that only the arithmetic differs. With a projection or packed input
+the oracle is always nn.LSTM: charrnn_fast runs both in code every backend
+shares (recurrence.py), which an oracle built on it could not check. Where a
+float64 check of the whole shape would be slow (CPU), the check runs on the
+first T_check <= T steps (varlen: on lengths drawn for T_check, config.lengths).
+
+Packed input (varlen shapes): y is the output's packed data [N, R], dx the
+gradient of the input's packed data [N, I], dy is shaped like y.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 from torch import Tensor
 
 from bench import providers
-from bench.config import DTYPES, Shape
+from bench.config import DTYPES, Shape, lengths
 
 # Relative floor per dtype: what rounding alone allows when nn.LSTM happens to be exact.
 FLOOR = {"float64": 1e-10, "float32": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
@@ -52,7 +58,8 @@ def group_of(mode: str) -> str:
 
 def check_steps(shape: Shape, device_type: str) -> int:
     """T_check: the whole sequence unless that exceeds the device's float64 budget."""
-    per_step = 2 * 4 * shape.hidden * (shape.input_size + shape.hidden) * shape.batch
+    R, H = shape.out_size, shape.hidden
+    per_step = (2 * 4 * H * (shape.input_size + R) + 2 * H * shape.proj) * shape.batch
     fits = int(FLOP_BUDGET[device_type] // (per_step * shape.layers))
     return min(shape.seq, max(MIN_CHECK_STEPS, fits))
 
@@ -70,21 +77,22 @@ def _outputs(
 
     fwd: y, h_n, c_n of the inference path (eval, torch.no_grad). bwd: y, h_n,
     c_n of the training path, then dx and every parameter's gradient for dy.
+    Varlen shapes: packed input, y and dx as packed data (providers.leaf).
     """
     lstm = providers.new_lstm(impl, shape, dtype, dev, weights)
     g = torch.Generator(device=dev).manual_seed(seed + 7)
     x = torch.randn((shape.seq, shape.batch, shape.input_size), device=dev, generator=g)
-    dy = torch.randn((shape.seq, shape.batch, shape.hidden), device=dev, generator=g)
-    x, dy = x.to(dtype), dy.to(dtype)
+    inp, x = providers.leaf(providers.as_input(x.to(dtype), lengths(shape, seed)), group != "fwd")
+    dy = torch.randn((*x.shape[:-1], shape.out_size), device=dev, generator=g).to(dtype)
     if group == "fwd":
         lstm.eval()
         with torch.no_grad():
-            y, (h, c) = lstm(x)
-        out = {"y": y, "h_n": h, "c_n": c}
+            y, (h, c) = lstm(inp)
+        out = {"y": providers.data_of(y), "h_n": h, "c_n": c}
     else:
         lstm.train()  # dropout is 0; cuDNN computes no backward in eval mode
-        x.requires_grad_(True)
-        y, (h, c) = lstm(x)
+        y, (h, c) = lstm(inp)
+        y = providers.data_of(y)
         names = [n for n, _ in lstm.named_parameters()]
         grads = torch.autograd.grad(y, [x, *lstm.parameters()], dy)
         out = {"y": y, "h_n": h, "c_n": c, "dx": grads[0]}
@@ -115,6 +123,8 @@ class Checker:
         if key not in self._truth_cache:
             weights = _weights(shape, dtype, self.seed)
             small = providers.skip_reason("reference", shape, "float64", dev.type) is None
+            # Projection and packing run in code all backends share: nn.LSTM checks them.
+            small = small and not (shape.proj or shape.varlen)
             impl = "reference" if small else "torch"
             name = ("reference" if small else "nn.LSTM") + " float64"
             oracle = _outputs(impl, shape, torch.float64, dev, weights, self.seed, group)

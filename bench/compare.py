@@ -1,6 +1,7 @@
 """`--compare A.json B.json`: per-row speed-up of run B over run A.
 
-Rows are matched on (provider, device, mode, dtype, layers, hidden, batch, seq).
+Rows are matched on (provider, device, mode, dtype, layers, hidden, batch, seq, proj,
+varlen); files from before proj and varlen read as plain shapes.
 ratio = A median / B median: above 1, B is faster.
 """
 
@@ -8,12 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import load_json
+from bench.report import load_json, shape_key
 
 
 def _key(r: dict) -> tuple:
-    return (r["provider"], r["device"], r["mode"], r["dtype"], r["layers"], r["hidden"],
-            r["batch"], r["seq"])  # fmt: skip
+    return (r["provider"], r["device"], r["mode"], r["dtype"], *shape_key(r))
 
 
 def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, list[dict]]:
@@ -42,6 +42,7 @@ def compare(a_path: str | Path, b_path: str | Path) -> tuple[str, list[dict]]:
         both = ra["status"] == "ok" and rb["status"] == "ok"
         ratio = ra["median_ms"] / rb["median_ms"] if both else None
         shape = f"{ra['layers']}x{ra['hidden']}:{ra['batch']}:{ra['seq']}"
+        shape += (f"p{k[8]}" if k[8] else "") + ("v" if k[9] else "")
         matched.append(
             dict(provider=k[0], mode=k[2], dtype=k[3], shape=shape,
                  a_ms=ra["median_ms"], b_ms=rb["median_ms"], ratio=ratio)

@@ -45,10 +45,10 @@ def _make(p: str, shape: config.Shape, mode: str, seed: int):
 
 
 def _row(prov: str, base: str, shape: config.Shape, mode: str, rounds: int,
-         times: dict[str, list[float]]) -> dict:  # fmt: skip
+         times: dict[str, list[float]], seed: int) -> dict:  # fmt: skip
     """Medians and p20/p80 of each side's times (ms), and of the per-round ratios."""
     ratios = [b / a for a, b in zip(times[prov], times[base])]
-    flops = config.flops(shape, mode)
+    flops = config.flops(shape, mode, seed)
     out = {"shape": shape.name, "spec": shape.spec, "mode": mode, "rounds": rounds}
     for p, key in ((base, "base"), (prov, "prov")):
         med, p20, p80 = timing.quantiles(times[p])
@@ -67,7 +67,7 @@ def pair(
     """Time `prov` and `base` alternately; medians in ms and the per-round ratio."""
     fns = {base: _make(base, shape, mode, seed), prov: _make(prov, shape, mode, seed)}
     times = timing.alternate(fns, rounds=rounds, clock=clock)  # warms up each first
-    return _row(prov, base, shape, mode, rounds, times)
+    return _row(prov, base, shape, mode, rounds, times, seed)
 
 
 _WARMUP_CALLS = 5  # a fresh process: packing, first allocations, the allocator settling
@@ -109,7 +109,7 @@ def pair_fresh(prov: str, base: str, shape: config.Shape, mode: str, procs: int,
             got = json.loads(lines[-1])
             times[p].append(got["median_ms"])
             faults[p].append(got["faults_per_call"])
-    out = _row(prov, base, shape, mode, procs, times)
+    out = _row(prov, base, shape, mode, procs, times, args.seed)
     for p, key in ((base, "base"), (prov, "prov")):
         out[key]["faults_per_call"] = faults[p]
     return out

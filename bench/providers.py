@@ -7,8 +7,13 @@ whether it can serve a configuration, and the timed step of each mode.
   charrnn_fast.LSTM(backend=name) on the --device.
 
 Every provider of a configuration gets the same weights (one seed), so the
-correctness check and the timing see the same model.
-Legend: L layers, T steps, B batch, I input size (= H), H hidden units, V vocab.
+correctness check and the timing see the same model. A shape with a projection
+builds every module with proj_size=P; a varlen shape feeds every module the
+same PackedSequence (pack_padded_sequence, enforce_sorted=False, lengths from
+config.lengths).
+Legend: L layers, T steps, B batch, I input size (= H), H hidden units, P
+projection size, R = P or H (features of h and of the output), N valid
+positions (the sum of the lengths, or T B), V vocab.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import charrnn_fast
-from bench.config import DTYPES, SAME_KERNELS, VOCAB, Shape
+from bench.config import DTYPES, SAME_KERNELS, VOCAB, Shape, lengths
 from charrnn_fast import backends
 
 BASELINE = {"cuda": "cudnn", "cpu": "torch-cpu"}  # device type -> baseline provider
@@ -69,24 +75,28 @@ def skip_reason(
         return None
     if provider not in backends.names():
         return f"unknown provider (expected one of {', '.join(known())})"
-    H, dt = shape.hidden, DTYPES[dtype]
+    dt = DTYPES[dtype]
     if provider == "reference" and not reference_any_size:
         steps = shape.layers * shape.seq
-        if H > REFERENCE_MAX_HIDDEN or steps > REFERENCE_MAX_LAYER_STEPS:
+        if shape.hidden > REFERENCE_MAX_HIDDEN or steps > REFERENCE_MAX_LAYER_STEPS:
             return (
                 f"reference is timed on small shapes only (hidden <= {REFERENCE_MAX_HIDDEN} "
                 f"and layers*T <= {REFERENCE_MAX_LAYER_STEPS}); --reference-any-size lifts this"
             )
-    # torch.empty touches no memory, so probing a large shape costs nothing.
-    gx = torch.empty((shape.seq, shape.batch, 4 * H), device=dev, dtype=dt)
-    w_hh = torch.empty((4 * H, H), device=dev, dtype=dt)
-    return backends.get(provider).why_not(gx, w_hh)
+    # What charrnn_fast.LSTM asks the backend about (backends.select): the layer
+    # input, [T, B, I] or packed [N, I], and w_hh [4H, R]. torch.empty touches no
+    # memory, so probing a large shape costs nothing.
+    lens = lengths(shape)
+    size = (shape.seq, shape.batch) if lens is None else (sum(lens),)
+    x = torch.empty((*size, shape.input_size), device=dev, dtype=dt)
+    w_hh = torch.empty((4 * shape.hidden, shape.out_size), device=dev, dtype=dt)
+    return backends.get(provider).why_not(x, w_hh)
 
 
 def seeded_weights(shape: Shape, seed: int) -> dict[str, Tensor]:
     """nn.LSTM's default init (U(-1/sqrt(H), 1/sqrt(H))) from `seed`, fp32 on CPU."""
     g = torch.Generator().manual_seed(seed)
-    ref = nn.LSTM(shape.input_size, shape.hidden, shape.layers)
+    ref = nn.LSTM(shape.input_size, shape.hidden, shape.layers, proj_size=shape.proj)
     bound = shape.hidden**-0.5
     return {
         k: torch.empty(v.shape).uniform_(-bound, bound, generator=g)
@@ -97,14 +107,15 @@ def seeded_weights(shape: Shape, seed: int) -> dict[str, Tensor]:
 def new_lstm(
     impl: str, shape: Shape, dtype: torch.dtype, device: torch.device, weights: dict[str, Tensor]
 ) -> nn.LSTM:
-    """An LSTM module with `weights`, cast to dtype on device.
+    """An LSTM module (proj_size = shape.proj) with `weights`, cast to dtype on device.
 
     impl: "torch" for torch.nn.LSTM, else a charrnn_fast backend name.
     """
+    args = (shape.input_size, shape.hidden, shape.layers)
     if impl == "torch":
-        m: nn.LSTM = nn.LSTM(shape.input_size, shape.hidden, shape.layers)
+        m: nn.LSTM = nn.LSTM(*args, proj_size=shape.proj)
     else:
-        m = charrnn_fast.LSTM(shape.input_size, shape.hidden, shape.layers, backend=impl)
+        m = charrnn_fast.LSTM(*args, proj_size=shape.proj, backend=impl)
     m.load_state_dict(weights)
     m = m.to(device=device, dtype=dtype)
     if impl == "torch":
@@ -116,8 +127,30 @@ def impl_of(provider: str) -> str:
     return "torch" if provider in TORCH_PROVIDERS else provider
 
 
+def as_input(x: Tensor, lens: list[int] | None) -> Tensor | PackedSequence:
+    """x[T,B,*] itself, or packed with the row lengths `lens` (any order)."""
+    if lens is None:
+        return x
+    return pack_padded_sequence(x, torch.tensor(lens), enforce_sorted=False)
+
+
+def leaf(inp: Tensor | PackedSequence, grad: bool) -> tuple[Tensor | PackedSequence, Tensor]:
+    """(input, the tensor to differentiate by): for packed input that is its data
+    [N, I], whose gradient has no padding in it."""
+    if isinstance(inp, PackedSequence):
+        data = inp.data.detach().requires_grad_(grad)
+        return PackedSequence(data, inp.batch_sizes, inp.sorted_indices, inp.unsorted_indices), data
+    x = inp.detach().requires_grad_(grad)
+    return x, x
+
+
+def data_of(out: Tensor | PackedSequence) -> Tensor:
+    """The output's values: [T,B,R], or [N,R] for packed output."""
+    return out.data if isinstance(out, PackedSequence) else out
+
+
 class InlineCharModel(nn.Module):
-    """The char model that `train` mode times: embedding(V, E) -> LSTM -> linear(H, V).
+    """The char model that `train` mode times: embedding(V, E) -> LSTM -> linear(R, V).
 
     Deliberately its own small class, not the application's CharRNN: bench/
     depends on the library only (docs/DESIGN.md, "Layers"), so a change in the
@@ -127,21 +160,23 @@ class InlineCharModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, rnn.input_size)
         self.rnn = rnn
-        self.head = nn.Linear(rnn.hidden_size, vocab)
+        self.head = nn.Linear(rnn.proj_size or rnn.hidden_size, vocab)
 
-    def forward(self, idx: Tensor, state: tuple[Tensor, Tensor]):
-        """idx[B,T] int64, state (h, c) each [L,B,H] -> logits[T,B,V], state."""
+    def forward(self, idx: Tensor | PackedSequence, state: tuple[Tensor, Tensor]):
+        """idx[B,T] int64, state (h [L,B,R], c [L,B,H]) -> logits[T,B,V], state.
+        Packed idx (data [N]) -> logits[N,V] for the valid positions only."""
+        if isinstance(idx, PackedSequence):
+            emb = PackedSequence(self.embed(idx.data), *idx[1:])
+            y, state = self.rnn(emb, state)
+            return self.head(y.data), state
         y, state = self.rnn(self.embed(idx.t()), state)
         return self.head(y), state
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy in fp32 of logits[T,B,V] (time-major) against targets[B,T].
-
-    Only the model's forward (idx[B,T], state) -> (logits[T,B,V], state) is relied
-    on, the most stable part of CharRNN's API.
-    """
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.t().reshape(-1))
+    """Mean cross-entropy in fp32 of logits[..., V] against targets[...], the same
+    positions in the same order (time-major [T,B], or packed [N])."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
 
 
 def char_model(rnn: nn.LSTM, vocab: int = VOCAB) -> nn.Module:
@@ -161,8 +196,8 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def cudnn_note(provider: str, lstm: nn.LSTM, x: Tensor) -> str:
-    """For `cudnn` rows: a note when nn.LSTM on x[t,B,I] does not reach cuDNN
+def cudnn_note(provider: str, lstm: nn.LSTM, x: Tensor | PackedSequence) -> str:
+    """For `cudnn` rows: a note when nn.LSTM on x (dense or packed) does not reach cuDNN
     (aten._cudnn_rnn) but its native CUDA path, which the row then times."""
     if provider != "cudnn":
         return ""
@@ -170,17 +205,17 @@ def cudnn_note(provider: str, lstm: nn.LSTM, x: Tensor) -> str:
         lstm(x)
     if "aten._cudnn_rnn" in rec.ops:
         return ""
-    return f"nn.LSTM did not call cuDNN for {x.dtype} (native CUDA path timed)"
+    return f"nn.LSTM did not call cuDNN for {data_of(x).dtype} (native CUDA path timed)"
 
 
-def aten_note(provider: str, lstm: nn.LSTM, x: Tensor, grad: bool) -> str:
-    """For charrnn_fast rows: a note when the module hands the call on x[T,B,I] to
-    ATen's fused LSTM (backends/dispatch.py; oneDNN's aten.mkldnn_rnn_layer),
+def aten_note(provider: str, lstm: nn.LSTM, x: Tensor | PackedSequence, grad: bool) -> str:
+    """For charrnn_fast rows: a note when the module hands the call on x (dense or
+    packed) to ATen's fused LSTM (backends/dispatch.py; oneDNN's aten.mkldnn_rnn_layer),
     i.e. the row times the baseline's own kernels: its speed-up is 1 within the noise."""
-    if impl_of(provider) == "torch" or x.device.type != "cpu":
+    if impl_of(provider) == "torch" or data_of(x).device.type != "cpu":
         return ""
     with torch.set_grad_enabled(grad), _OpRecorder() as rec:
-        lstm(x.requires_grad_(grad))
+        lstm(leaf(x, grad)[0])
     if not any(op.startswith("aten.") and "rnn" in op for op in rec.ops):
         return ""  # our kernels (or the reference loop's plain ops)
     return f"{SAME_KERNELS}: charrnn_fast.LSTM handed the call to ATen's LSTM"
@@ -197,48 +232,61 @@ def workload(
     and a note on what it runs.
 
     fwd: inference under torch.no_grad. fwdbwd: forward, then the gradients of
-    the input and every parameter. train: one optimizer step of the char model.
+    the input (the packed data [N, I] for varlen) and every parameter for a
+    random dy shaped like the output's values. train: one optimizer step of the
+    char model (varlen: the loss over the valid positions only). Packing is
+    done once per input set, outside the step.
     """
     dev, dt = device_of(provider, device), DTYPES[dtype]
-    L, H, B, T = shape.layers, shape.hidden, shape.batch, shape.seq
+    L, H, B, T, R = shape.layers, shape.hidden, shape.batch, shape.seq, shape.out_size
+    lens = lengths(shape, seed)
     lstm = new_lstm(impl_of(provider), shape, dt, dev, seeded_weights(shape, seed))
     g = torch.Generator(device=dev).manual_seed(seed + 1)
 
-    def randn(*size: int, grad: bool = False) -> Tensor:
-        return torch.randn(size, device=dev, generator=g).to(dt).requires_grad_(grad)
+    def randn(*size: int) -> Tensor:
+        return torch.randn(size, device=dev, generator=g).to(dt)
 
-    probe = torch.zeros((2, B, H), device=dev, dtype=dt)  # for cudnn_note: zeros, not from g
-    served = aten_note(provider, lstm, torch.zeros((T, B, H), device=dev, dtype=dt), mode != "fwd")
+    probe = as_input(torch.zeros((T, B, H), device=dev, dtype=dt), lens)  # zeros, not from g
+    served = aten_note(provider, lstm, probe, mode != "fwd")
+    notes = _notes(cudnn_note(provider, lstm, probe), served)
     if mode == "fwd":
         lstm.eval()
-        xs = itertools.cycle([randn(T, B, H) for _ in range(sets)])
+        xs = itertools.cycle([as_input(randn(T, B, H), lens) for _ in range(sets)])
 
         def fwd() -> object:
             with torch.no_grad():
                 return lstm(next(xs))[0]
 
-        return fwd, _notes(cudnn_note(provider, lstm, probe), served)
+        return fwd, notes
     if mode == "fwdbwd":
         lstm.train()  # cuDNN computes no backward in eval mode
         params = list(lstm.parameters())
-        pairs = itertools.cycle([(randn(T, B, H, grad=True), randn(T, B, H)) for _ in range(sets)])
+        inputs = []
+        for _ in range(sets):
+            inp, x = leaf(as_input(randn(T, B, H), lens), True)
+            inputs.append((inp, x, randn(*x.shape[:-1], R)))
+        triples = itertools.cycle(inputs)
 
         def fwdbwd() -> object:
-            x, dy = next(pairs)
-            y, _ = lstm(x)
-            return torch.autograd.grad(y, [x, *params], dy)
+            inp, x, dy = next(triples)
+            y, _ = lstm(inp)
+            return torch.autograd.grad(data_of(y), [x, *params], dy)
 
-        return fwdbwd, _notes(cudnn_note(provider, lstm, probe), served)
+        return fwdbwd, notes
     if mode != "train":
         raise ValueError(f"unknown mode {mode!r}")
     model = char_model(lstm)
     model = model.to(device=dev, dtype=dt).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    state = (torch.zeros(L, B, H, device=dev, dtype=dt), torch.zeros(L, B, H, device=dev, dtype=dt))
+    state = (torch.zeros(L, B, R, device=dev, dtype=dt), torch.zeros(L, B, H, device=dev, dtype=dt))
     batches = []
     for _ in range(sets):
         ids = torch.randint(VOCAB, (B, T + 1), device=dev, generator=g)
-        batches.append((ids[:, :-1].contiguous(), ids[:, 1:].contiguous()))
+        # Targets in the logits' order: time-major [T, B], or packed [N] (valid positions).
+        idx, targets = ids[:, :-1].contiguous(), ids[:, 1:].t().contiguous()
+        if lens is not None:
+            idx, targets = as_input(idx.t(), lens), as_input(targets, lens).data
+        batches.append((idx, targets))
     batch_iter = itertools.cycle(batches)
 
     def train() -> object:
@@ -250,4 +298,4 @@ def workload(
         opt.step()
         return loss
 
-    return train, _notes(f"char model, V={VOCAB}, Adam", cudnn_note(provider, lstm, probe), served)
+    return train, _notes(f"char model, V={VOCAB}, Adam", notes)

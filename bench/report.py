@@ -24,7 +24,7 @@ from bench.config import SAME_KERNELS
 SCHEMA = "charrnn_fast.bench/1"
 ROW_FIELDS = (
     "provider", "device", "mode", "dtype", "shape", "layers", "hidden", "input_size", "batch",
-    "seq", "status", "median_ms", "p20_ms", "p80_ms", "us_per_layer_step", "tokens_per_s",
+    "seq", "proj", "varlen", "status", "median_ms", "p20_ms", "p80_ms", "us_per_layer_step", "tokens_per_s",
     "speedup_vs_baseline", "baseline", "peak_mem_mb", "max_err", "tol", "check_seq", "oracle",
     "samples", "timer", "note", "gflops", "peak_fraction", "spread",
 )  # fmt: skip
@@ -43,6 +43,21 @@ def _git(*args: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+# The instruction sets that decide which CPU kernels run (fp32 AVX2 / AVX-512;
+# bf16 in hardware with AVX512_BF16 or AMX), named in the header when present.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS /proc/cpuinfo lists (empty where it cannot be read)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in have]
+    return []
 
 
 def _cpu_model() -> str:
@@ -88,6 +103,7 @@ def environment(
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "cpu_model": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
@@ -100,9 +116,15 @@ def environment(
     }
 
 
+def shape_key(r: dict) -> tuple:
+    """A row's sizes; files written before proj and varlen existed read as plain shapes."""
+    return (r["layers"], r["hidden"], r["batch"], r["seq"], r.get("proj") or 0,
+            bool(r.get("varlen")))  # fmt: skip
+
+
 def config_key(r: dict) -> tuple:
     """What a provider's row shares with its baseline's row."""
-    return (r["device"], r["mode"], r["dtype"], r["layers"], r["hidden"], r["batch"], r["seq"])
+    return (r["device"], r["mode"], r["dtype"], *shape_key(r))
 
 
 def add_speedups(rows: list[dict], baseline: dict[str, str]) -> None:
@@ -167,13 +189,17 @@ def _status_text(r: dict) -> str:
 
 def markdown(rows: list[dict], header: dict) -> str:
     """The human summary: a few header lines, then one table row per result row."""
+    # +flag / -flag for each of CPU_FLAGS; files from before cpu_flags have none to show.
+    have = header.get("cpu_flags")
+    flags = "flags unknown" if have is None else " ".join(
+        ("+" if f in have else "-") + f for f in CPU_FLAGS)  # fmt: skip
     lines = [
         f"## charrnn_fast bench: {header['device']}",
         "",
         f"{header['date']}, git {(header['git_sha'] or '?')[:12]}"
         f"{' (dirty)' if header['git_dirty'] else ''}, torch {header['torch']}, "
         f"triton {header['triton']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}, "
-        f"{header['torch_threads']} threads on {header['cpu_model']}; "
+        f"{header['torch_threads']} threads on {header['cpu_model']} ({flags}); "
         f"TF32 cudnn={header['tf32_cudnn']} matmul={header['tf32_matmul']}",
     ]
     if header.get("peak_gflops"):
@@ -194,8 +220,9 @@ def markdown(rows: list[dict], header: dict) -> str:
     for r in rows:
         speed = "" if r["speedup_vs_baseline"] is None else f"{r['speedup_vs_baseline']:.3g}×"
         cells = [
-            r["provider"], r["mode"], r["dtype"], r["shape"], f"{r['layers']}×{r['hidden']}",
-            str(r["batch"]), str(r["seq"]), _fmt(r["median_ms"]), _fmt(r["p20_ms"]),
+            r["provider"], r["mode"], r["dtype"], r["shape"],
+            f"{r['layers']}×{r['hidden']}" + (f" P{r['proj']}" if r.get("proj") else ""),
+            str(r["batch"]), f"≤{r['seq']} (var)" if r.get("varlen") else str(r["seq"]), _fmt(r["median_ms"]), _fmt(r["p20_ms"]),
             _fmt(r["p80_ms"]), _fmt(r["us_per_layer_step"]), _fmt(r["tokens_per_s"]),
             _fmt(r["gflops"]),
             "" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%", speed,
@@ -210,7 +237,8 @@ def markdown(rows: list[dict], header: dict) -> str:
         f"speed-up = baseline time / provider time (baseline per device: {base}): the "
         "median of per-round ratios where the rows' calls were interleaved (CPU), else of "
         "the medians; "
-        "µs/layer-step = median / (layers × T); tokens/s = B × T / median; GFLOP/s: "
+        "µs/layer-step = median / (layers × T); tokens/s = valid positions (B × T, or the "
+        "sum of the lengths where T says var) / median; P: proj_size; GFLOP/s: "
         "bench/config.flops over the median; % peak: of the measured peak; noisy: p20-p80 "
         f"spread > {NOISY_SPREAD:.0%} of the median (other work on the machine; rerun).",
     ]

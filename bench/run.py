@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--providers", help="comma list (default: the device's baseline + usable backends)"
     )
     p.add_argument(
-        "--shapes", help=f"comma list of presets ({', '.join(config.PRESETS)}) or LxH:B:T"
+        "--shapes",
+        help=f"comma list of presets ({', '.join(config.PRESETS)}) or LxH:B:T[pP][v] "
+        "(p: proj_size P; v: variable lengths, packed)",
     )
     p.add_argument(
         "--modes",
@@ -50,9 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{','.join(config.DEFAULT_MODES)}; sample: decoding tokens/s, on its own shapes "
         f"{','.join(config.SAMPLE_SHAPES)} unless --shapes names others)",
     )
-    p.add_argument(
-        "--dtypes", help="comma list (default: float32,bfloat16 on cuda, float32 on cpu)"
-    )
+    p.add_argument("--dtypes", help="comma list (default: float32,bfloat16; --quick: float32)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--quick", action="store_true", help="one small shape, float32, few reps")
     p.add_argument("--json", metavar="PATH", help="write rows + header as JSON")
@@ -94,7 +94,7 @@ def _plan(
         provs, notes = providers.default_providers(device)
     default_shapes = config.QUICK_SHAPES if args.quick else config.DEFAULT_SHAPES
     sample_default = config.QUICK_SAMPLE_SHAPES if args.quick else config.SAMPLE_SHAPES
-    default_dtypes = ["float32"] if args.quick or device == "cpu" else ["float32", "bfloat16"]
+    default_dtypes = ["float32"] if args.quick else ["float32", "bfloat16"]
     try:
         shapes = [config.parse_shape(s) for s in config.split_list(args.shapes) or default_shapes]
         args.sample_shapes = [
@@ -118,7 +118,7 @@ def _unique(shapes: list[config.Shape]) -> list[config.Shape]:
     """The first of the shapes with the same sizes (`tiny` and `2x64:16:32` are one)."""
     seen: dict[tuple, config.Shape] = {}
     for s in shapes:
-        seen.setdefault((s.layers, s.hidden, s.input_size, s.batch, s.seq), s)
+        seen.setdefault((s.layers, s.hidden, s.input_size, s.batch, s.seq, s.proj, s.varlen), s)
     return list(seen.values())
 
 
@@ -126,7 +126,8 @@ def _row(provider: str, mode: str, dtype: str, shape: config.Shape, device: str)
     row = dict.fromkeys(report.ROW_FIELDS)
     row.update(provider=provider, device=providers.device_of(provider, device).type, mode=mode,
                dtype=dtype, shape=shape.name, layers=shape.layers, hidden=shape.hidden,
-               input_size=shape.input_size, batch=shape.batch, seq=shape.seq, note="")  # fmt: skip
+               input_size=shape.input_size, batch=shape.batch, seq=shape.seq, proj=shape.proj,
+               varlen=shape.varlen, note="")  # fmt: skip
     return row
 
 
@@ -138,6 +139,8 @@ def _prepare(row: dict, args: argparse.Namespace, shape: config.Shape, device: s
     reason = providers.skip_reason(prov, shape, dtype, device, args.reference_any_size)
     if reason is None and mode == "sample" and dtype != "float32":
         reason = "sample mode runs float32 only"
+    if reason is None and mode == "sample" and (shape.proj or shape.varlen):
+        reason = "sample mode decodes plain shapes only (no projection, no variable lengths)"
     if reason is not None:
         row.update(status="skipped", note=reason)
         report.progress(f"{label}: skipped: {reason}")
@@ -166,15 +169,17 @@ def _prepare(row: dict, args: argparse.Namespace, shape: config.Shape, device: s
 
 
 def _fill(row: dict, t: timing.Timing, fn: Callable[[], object], shape: config.Shape,
-          device: str, peak: float | None, label: str) -> None:  # fmt: skip
-    """A timed row's figures, from its timing and one more call for peak memory."""
+          device: str, peak: float | None, label: str, seed: int) -> None:  # fmt: skip
+    """A timed row's figures, from its timing and one more call for peak memory.
+    tokens/s and GFLOP/s count the valid positions only (config.tokens)."""
     dev = providers.device_of(row["provider"], device)
     mem, mem_how = timing.peak_memory_mb(fn, dev)
-    L, B, T = shape.layers, shape.batch, shape.seq
+    L, T = shape.layers, shape.seq
     row.update(median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, samples=t.samples,
                timer=t.method, us_per_layer_step=t.median_ms * 1e3 / (L * T),
-               tokens_per_s=B * T / (t.median_ms / 1e3), peak_mem_mb=mem, status="ok")  # fmt: skip
-    row["gflops"] = config.flops(shape, row["mode"]) / (t.median_ms / 1e3) / 1e9
+               tokens_per_s=config.tokens(shape, seed) / (t.median_ms / 1e3), peak_mem_mb=mem,
+               status="ok")  # fmt: skip
+    row["gflops"] = config.flops(shape, row["mode"], seed) / (t.median_ms / 1e3) / 1e9
     row["peak_fraction"] = row["gflops"] / peak if peak else None
     row["spread"] = (t.p80_ms - t.p20_ms) / t.median_ms
     row["note"] = "; ".join(x for x in (row["note"], f"peak mem: {mem_how}") if x)
@@ -195,7 +200,8 @@ def _error(row: dict, label: str, exc: Exception) -> None:
 
 
 def _time_group(group: dict[str, tuple[dict, Callable[[], object], str]], device: str,
-                shape: config.Shape, budget: timing.Budget, peak: float | None) -> None:  # fmt: skip
+                shape: config.Shape, budget: timing.Budget, peak: float | None,
+                seed: int) -> None:  # fmt: skip
     """Time the checked rows of one (dtype, shape, mode). CPU rows: their calls
     interleave (timing.alternate), so the machine's drift, which on a shared VM
     can exceed the difference between providers, lands on all of them alike; the
@@ -215,11 +221,11 @@ def _time_group(group: dict[str, tuple[dict, Callable[[], object], str]], device
     for p, (row, fn, label) in group.items():
         try:
             if p in on_cpu:
-                _fill(row, timing.summarize(times[p], how), fn, shape, device, peak, label)
+                _fill(row, timing.summarize(times[p], how), fn, shape, device, peak, label, seed)
                 row["times_ms"] = times[p]
             elif row["status"] is None:  # not a CPU row that failed above
                 t = timing.time_step(fn, providers.device_of(p, device), budget)
-                _fill(row, t, fn, shape, device, peak, label)
+                _fill(row, t, fn, shape, device, peak, label, seed)
         except Exception as exc:
             _error(row, label, exc)
 
@@ -291,7 +297,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> tuple[list[dict], dict]:
             except Exception as exc:
                 _error(row, label, exc)
         try:
-            _time_group(group, device, shape, budget, peak)  # errs the rows that fail
+            _time_group(group, device, shape, budget, peak, args.seed)  # errs failing rows
         finally:
             group.clear()
             gc.collect()
@@ -320,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("providers:", ", ".join(providers.known()))
         for name, s in config.PRESETS.items():
-            print(f"shape {name}: {s.spec} (layers x hidden : batch : steps), input size = hidden")
+            print(
+                f"shape {name}: {s.spec} (layers x hidden : batch : steps[pP][v]), input = hidden"
+            )
         return 0
     with _settings(args):
         rows, header = run(args, argv)

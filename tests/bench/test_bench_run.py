@@ -25,7 +25,7 @@ from bench import compare, config, providers, report, timing  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 
 HEADER_KEYS = ("device", "torch", "triton", "cuda", "cudnn", "git_sha", "date", "cpu_model",
-               "torch_threads")  # fmt: skip
+               "cpu_flags", "torch_threads", "loadavg")  # fmt: skip
 POSITIVE = ("median_ms", "p20_ms", "p80_ms", "us_per_layer_step", "tokens_per_s",
             "speedup_vs_baseline")  # fmt: skip
 
@@ -57,6 +57,13 @@ def test_quick_run_writes_valid_results(quick) -> None:
     for k in HEADER_KEYS:
         assert k in header, k
     assert header["schema"] == report.SCHEMA
+    assert re.fullmatch(r"[\d.]+ [\d.]+ [\d.]+ / [\d.]+ [\d.]+ [\d.]+", header["loadavg"])
+    assert set(header["cpu_flags"]) <= set(report.CPU_FLAGS)
+    assert (
+        header["cpu_model"] in proc.stdout
+        and " ".join(("+" if f in header["cpu_flags"] else "-") + f for f in report.CPU_FLAGS)
+        in proc.stdout
+    )  # the markdown names the CPU and its flags
     assert rows, "no rows"
     providers_seen = {r["provider"] for r in rows}
     assert {"torch-cpu", "cpu"} <= providers_seen or header["device_type"] == "cuda"
