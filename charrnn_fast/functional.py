@@ -250,7 +250,9 @@ def _layers(
             w_hr = w[-1] if per in (3, 5) else None
             # Select first: each backend projects its own input (the cpu
             # backend through oneDNN, the others through F.linear).
-            chosen = backends.select(layer_input, w_hh, backend)
+            # Packed data [N, I] is asked about as one step of N rows.
+            probe = layer_input if sizes is None else layer_input.unsqueeze(0)
+            chosen = backends.select(probe, w_hh, backend)
             gx = chosen.project(layer_input, w_ih, b)  # [T, B, 4H] or [N, 4H]
             y, hT, cT = recur(gx, sizes, w_hh, w_hr, hx[0][idx], hx[1][idx], chosen, d == 1)
             outs.append(y)

@@ -410,7 +410,7 @@ def test_packed_and_projected_match_nn_lstm(path, proj, monkeypatch):
     lengths = torch.tensor([3, 7, 1, 7, 5])
     got, want = [], []
     for m, dt, out in ((ref, torch.float64, want), (ours, torch.float32, got)):
-        xs = x.to(dt).requires_grad_()
+        xs = x.detach().to(dt, copy=True).requires_grad_()
         y, (h, c) = m(pack_padded_sequence(xs, lengths, enforce_sorted=False))
         (y.data.sum() + (h * 2).sum() + c.sum()).backward()
         out += [y.data, h, c, xs.grad, *(p.grad for p in m.parameters())]
