@@ -11,8 +11,10 @@ their final state behind. The reverse direction walks the segments from the
 last step back, and a row joins (from its initial state) at its own last step.
 
 Projections (proj_size P > 0): h_t = W_hr (o_t * tanh(c_t)), so the next
-step's GEMM reads P columns; backends with a projected op (`proj_fwd`, the
-cpu backend) run it, the others the reference's differentiable loop. Legend: T steps, B batch, H hidden units, P
+step's GEMM reads P columns. Backends with a projected op (`proj_fwd`, the
+cpu backend) run it; cuda and triton run their plain op with the projection
+folded into the recurrent weight (`_folded`); the reference runs the step as
+written. Legend: T steps, B batch, H hidden units, P
 projection size (H without one), N packed rows (the sum of batch_sizes).
 """
 
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from charrnn_fast.autograd import LSTMProjRecurrence, LSTMRecurrence
 from charrnn_fast.backends import Backend, reference
+from charrnn_fast.contract import acc_dtype
 
 
 def recur(
@@ -46,11 +49,12 @@ def recur(
         save = torch.is_grad_enabled() and any(t.requires_grad for t in (g, *ws, h, c))
         if w_hr is None:
             return LSTMRecurrence.apply(g, w_hh.contiguous(), h, c, backend, save)
-        if backend.proj_fwd is None:  # plain PyTorch ops, differentiated by autograd
+        if backend.proj_fwd is not None:
+            args = (g, w_hh.contiguous(), w_hr.contiguous(), h, c, backend, save)
+            return LSTMProjRecurrence.apply(*args)
+        if backend.name == "reference":  # the oracle: the projected step as written
             return reference.projected(g, w_hh, w_hr, h, c)
-        return LSTMProjRecurrence.apply(
-            g, w_hh.contiguous(), w_hr.contiguous(), h, c, backend, save
-        )
+        return _folded(g, w_hh, w_hr, h, c, backend, save)
 
     if sizes is None:
         if not reverse:
@@ -58,6 +62,23 @@ def recur(
         y, hT, cT = step(gx.flip(0), h0, c0)
         return y.flip(0), hT, cT
     return (_packed_reverse if reverse else _packed_forward)(gx, sizes, h0, c0, step)
+
+
+def _folded(g, w_hh, w_hr, h0, c0, backend, save):
+    """The projected recurrence on a backend's plain op: with r_t = o_t * tanh(c_t),
+    h_t = W_hr r_t, so the next step's pre-activation W_hh h_t is (W_hh W_hr) r_t.
+    The op runs on r with recurrent weight W_hh W_hr [4H, H], r_{-1} = 0 and h0's
+    term folded into step 0; y = r W_hr^T afterwards, one GEMM. Exact in real
+    arithmetic; autograd differentiates the folding (and twice, as the op).
+    The recurrent GEMM reads H columns instead of P: for backends without a
+    projected kernel of their own (cuda, triton)."""
+    acc = acc_dtype(g.dtype)
+    w_eff = (w_hh.to(acc) @ w_hr.to(acc)).to(g.dtype).contiguous()
+    g = torch.cat(((g[0] + h0 @ w_hh.t()).unsqueeze(0), g[1:])).contiguous()
+    r0 = c0.new_zeros(c0.shape)
+    r, _, cT = LSTMRecurrence.apply(g, w_eff, r0, c0, backend, save)
+    y = r @ w_hr.t()
+    return y, y[-1], cT
 
 
 def _segments(sizes: list[int]) -> list[tuple[int, int, int, int]]:
