@@ -199,7 +199,10 @@ def measure(
         timed(run_ours)
     except Exception as e:  # ours cannot serve this call: ATen does, and we say why
         return Decision("aten", float("nan"), 0, f"our kernels failed: {type(e).__name__}: {e}")
-    timed(run_aten)
+    try:
+        timed(run_aten)
+    except Exception as e:  # oneDNN refuses some (dtype, CPU) pairs, e.g. fp16 LSTM primitives
+        return Decision("ours", float("nan"), 0, f"ATen failed: {type(e).__name__}: {e}")
     ratios: list[float] = []
     spent = 0.0
     while len(ratios) < MAX_ROUNDS:
