@@ -81,7 +81,7 @@ def read_text(arg: str, literal: bool = False) -> str:
     when ARG looks like a file name but there is no such file (a typo would
     otherwise be drawn as the text); else ARG itself. With `literal`, always ARG."""
     if literal:
-        return arg
+        return _utf8_text(arg)
     path = Path(arg).expanduser()
     if path.is_file():
         try:
@@ -97,6 +97,15 @@ def read_text(arg: str, literal: bool = False) -> str:
             f"--text {arg}: no such file (to use these characters as the text itself, "
             "add --literal)"
         )
+    return _utf8_text(arg)
+
+
+def _utf8_text(arg: str) -> str:
+    """`arg` (from argv, decoded with surrogateescape) when it is UTF-8 text."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"--text is not valid UTF-8 (at character {e.start})") from None
     return arg
 
 
