@@ -188,7 +188,10 @@ def _text(args: argparse.Namespace, default_length: int):
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.devices import resolve_device
     from charrnn_fast.charrnn.evaluate import evaluate_checkpoint, novelty
+
+    resolve_device(args.device)  # a typo or a missing GPU: one line, before any work
 
     ckpt, losses = evaluate_checkpoint(
         args.checkpoint, args.data_dir, args.batch_size, args.seq_length, args.device
@@ -279,7 +282,10 @@ def _guesses(args: argparse.Namespace) -> int:
 
 
 def _temperatures(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.devices import resolve_device
     from charrnn_fast.charrnn.temperatures import sweep, write_sweep
+
+    resolve_device(args.device)
 
     samples = sweep(
         args.checkpoint,

@@ -40,15 +40,15 @@ def nonfinite_weights(model: nn.Module) -> list[str]:
 
 def likely_cause(cfg: TrainConfig, lr: float, loss: float, norm: float, weights: list[str]) -> str:
     """The most plausible reason for a divergence, and what to change."""
+    if cfg.weight_decay >= 1:
+        return (
+            f"--weight_decay {cfg.weight_decay:g} is far too strong (usual values are 0 to "
+            "0.1): the weights grow with every step"
+        )
     if weights:
         return (
             f"an update made the weights non-finite ({', '.join(weights[:2])}): the learning "
             f"rate {lr:.3g} is too high for this model (lower --learning_rate)"
-            + (
-                f" or --weight_decay {cfg.weight_decay:g} too strong"
-                if cfg.weight_decay > 1
-                else ""
-            )
         )
     if cfg.dtype == "bfloat16" and not math.isfinite(loss):
         return "the bfloat16 forward pass overflowed (try --dtype float32)"
@@ -78,7 +78,7 @@ class DivergenceGuard:
         DivergedError, or count it as skipped."""
         self.in_row += 1
         self.skipped += 1
-        what = f"loss {float(loss):.4g}, gradient norm {float(norm):.4g}"
+        what = f"loss {float(loss.detach()):.4g}, gradient norm {float(norm):.4g}"
         if self.cfg.nonfinite == "skip" and self.in_row < MAX_SKIPPED:
             print(
                 f"step {step}: non-finite {what}; step skipped (--nonfinite skip)",

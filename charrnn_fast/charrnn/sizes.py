@@ -11,6 +11,8 @@ from those options.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -80,4 +82,23 @@ def check_fits(needed: int, device: torch.device, what: str, hint: str) -> None:
         raise UserError(
             f"{what} needs at least {gib(needed)} ({needed:,} bytes) but {device} has "
             f"{gib(have)}; {hint}"
+        )
+
+
+def checkpoint_bytes(params: int, optimizer: str = "adam") -> int:
+    """Bytes of one training checkpoint: the weights and the optimiser state."""
+    return 4 * params * (1 + OPTIMIZER_COPIES.get(optimizer, 2))
+
+
+def check_disk(needed: int, folder: str | os.PathLike, what: str) -> None:
+    """UserError when the file system of `folder` (or of its nearest existing
+    parent) has less than `needed` bytes free."""
+    p = Path(folder).absolute()
+    while not p.exists():
+        p = p.parent
+    free = shutil.disk_usage(p).free
+    if needed > free:
+        raise UserError(
+            f"{what} need {gib(needed)} ({needed:,} bytes) of disk but {p} has {gib(free)} free; "
+            "use a smaller model or free some space"
         )

@@ -11,7 +11,13 @@ import torch
 from charrnn_fast.charrnn import distributed as ddp
 from charrnn_fast.charrnn.data import StreamBatcher
 from charrnn_fast.charrnn.model import CharRNN, State, lm_loss
-from charrnn_fast.charrnn.sizes import check_fits, param_count, train_bytes
+from charrnn_fast.charrnn.sizes import (
+    check_disk,
+    check_fits,
+    checkpoint_bytes,
+    param_count,
+    train_bytes,
+)
 from charrnn_fast.charrnn.stopping import StopFlag
 from charrnn_fast.charrnn.trainconfig import TrainConfig
 
@@ -86,16 +92,19 @@ def check_memory(
     cfg: TrainConfig, arch: dict, vocab_size: int, rows: int, device: torch.device
 ) -> None:
     """UserError, before anything is allocated, when the model and a batch of
-    this run cannot fit in the device's memory."""
+    this run cannot fit in the device's memory, or its checkpoints on the disk."""
     config = {**arch, "vocab_size": vocab_size}
     params = param_count(vocab_size, *(arch[k] for k in MODEL_KEYS))
     needed = train_bytes(params, config, rows, cfg.seq_length, cfg.optimizer)
     what = (
-        f"a {arch['model']} of {arch['num_layers']} x {arch['rnn_size']} units "
-        f"({params:,} parameters) trained on batches of {rows} x {cfg.seq_length}"
+        f"the model ({arch['model']}, {arch['num_layers']} x {arch['rnn_size']} units, "
+        f"{params:,} parameters) trained on batches of {rows} x {cfg.seq_length}"
     )
     hint = "use a smaller --rnn_size, --num_layers, --embedding_dim, --batch_size or --seq_length"
     check_fits(needed, device, what, hint)
+    # last.pt, best.pt and the temporary file of a save, side by side.
+    disk = 3 * checkpoint_bytes(params, cfg.optimizer)
+    check_disk(disk, cfg.checkpoint_dir, f"the checkpoints of {params:,} parameters")
 
 
 MODEL_KEYS = ("rnn_size", "num_layers", "model", "embedding_dim")

@@ -27,7 +27,7 @@ from charrnn_fast.charrnn.cli import build_parser, main
 from charrnn_fast.charrnn.options import Number, PathArg, Text
 from tests.charrnn.test_cli import TEXT
 
-INT_VALUES = ("0", "-1", "nan", "inf", str(10**9), str(2**64))
+INT_VALUES = ("0", "-1", "nan", "inf", str(10**12), str(2**64))
 FLOAT_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e9", "1e300")
 PATH_CASES = ("missing", "folder", "file", "unwritable")
 BUDGET_S = 4  # an accepted case still running after this is cut (exit 130)
@@ -218,9 +218,11 @@ def test_path_option_edges(world, capsys, command, dest):
     action = next(a for a in value_actions(subparsers()[command]) if a.dest == dest)
     root = world["root"]
     for case in PATH_CASES:
+        n = next(_counter)
+        (root / f"empty{n}").mkdir()
         value = {
-            "missing": str(root / "no" / "such" / "place"),
-            "folder": str(root),
+            "missing": str(root / f"missing{n}" / "place"),  # fresh: a case may create it
+            "folder": str(root / f"empty{n}"),
             "file": str(root / "afile.txt"),
             "unwritable": _unwritable(root),
         }[case]
