@@ -195,7 +195,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 # The types of a checkpoint's entries, and of its model options.
-ENTRY_TYPES = {"model": dict, "model_config": dict, "vocab": dict, "config": dict, "step": int}
+_NUMBER = (int, float, type(None))
+ENTRY_TYPES = {
+    "model": dict,
+    "model_config": dict,
+    "vocab": dict,
+    "config": dict,
+    "step": int,
+    # optional, read on --resume and by compare
+    "optimizer": dict,
+    "hidden": list,
+    "rng": dict,
+    "val_loss": _NUMBER,
+    "best_val_loss": _NUMBER,
+    "elapsed_s": _NUMBER,
+}
 MODEL_CONFIG_TYPES = {
     "vocab_size": int,
     "rnn_size": int,

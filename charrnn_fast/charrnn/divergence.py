@@ -76,6 +76,7 @@ class DivergenceGuard:
     ) -> None:
         """Step `step` (1-based) had a non-finite loss or gradient: raise
         DivergedError, or count it as skipped."""
+        loss = loss.detach()
         self.in_row += 1
         self.skipped += 1
         what = f"loss {float(loss.detach()):.4g}, gradient norm {float(norm):.4g}"

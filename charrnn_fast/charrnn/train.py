@@ -193,6 +193,15 @@ class _Run:
         self.lr = cfg.learning_rate
 
     def _restore(self, ckpt: dict) -> None:
+        try:
+            self._restore_state(ckpt)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{ckpt['path']}: its training state does not load ({type(e).__name__}: {e}); "
+                "continue from another checkpoint, or start over with --init_from"
+            ) from e
+
+    def _restore_state(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
         self.best_val = ckpt.get("best_val_loss") or math.inf

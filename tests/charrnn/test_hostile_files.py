@@ -160,6 +160,8 @@ def _rewrite(path: Path, change) -> None:
         (lambda c: c["model_config"].__setitem__("rnn_size", "16"), "model_config.rnn_size is str"),
         (lambda c: c["model_config"].__setitem__("rnn_size", 10**6), "make 4,000,"),
         (lambda c: c["model"].__setitem__("head.bias", [0.0]), "model.head.bias is list"),
+        (lambda c: c.__setitem__("hidden", "h"), "hidden is str"),
+        (lambda c: c.__setitem__("val_loss", "low"), "val_loss is str"),
     ],
 )
 def test_malformed_checkpoints_are_refused(ckpt, capsys, change, needle):
@@ -186,6 +188,12 @@ def test_diverged_weights_are_refused_everywhere(ckpt, tmp_path, capsys, bad):
         code, out, err = run(argv, capsys)
         assert_user_error(code, err, "weights are not finite", "rnn.weight_hh_l0")
         assert out == ""
+
+
+def test_resume_with_a_broken_optimizer_state(ckpt, capsys):
+    _rewrite(ckpt, lambda c: c.__setitem__("optimizer", {"state": {}, "param_groups": 5}))
+    code, _, err = run(["train", "--checkpoint_dir", str(ckpt.parent), "--resume"], capsys)
+    assert_user_error(code, err, "its training state does not load")
 
 
 def test_resume_with_a_log_that_is_not_text(ckpt, capsys):
