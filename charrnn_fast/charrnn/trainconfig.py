@@ -127,6 +127,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise UserError on an impossible option; returns self."""
+        for f in fields(self):  # a stored configuration (resume) may hold anything
+            value = getattr(self, f.name)
+            if isinstance(f.default, (bool, str)) and type(value) is not type(f.default):
+                raise UserError(f"--{f.name}: expected {type(f.default).__name__}, got {value!r}")
         for name, number in RANGES.items():
             why = number.problem(getattr(self, name))
             if why is not None:

@@ -95,7 +95,10 @@ def test_eval_errors(run_dir, tmp_path, capsys):
         ([str(tmp_path / "missing")], "checkpoint not found"),
         ([str(run_dir), "--novel", "-1"], "argument --novel: expected an integer in [0,"),
         ([str(run_dir), "--data_dir", str(tmp_path)], "not prepared data"),
-        ([str(run_dir), "--batch_size", "0"], "must be >= 1"),
+        (
+            [str(run_dir), "--batch_size", "0"],
+            "argument --batch_size/--batch-size: expected an integer in [1,",
+        ),
     ]:
         assert main(["eval", *argv]) == 2
         err = capsys.readouterr().err
