@@ -30,7 +30,7 @@ import torch
 from charrnn_fast.charrnn.checkpoint import load_checkpoint
 from charrnn_fast.charrnn.errors import CheckpointError, UserError
 from charrnn_fast.charrnn.model import CharRNN, build_model
-from charrnn_fast.charrnn.sizes import check_fits, inference_bytes
+from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.vocab import Vocab
 from charrnn_fast.generate import lstm_lm_generate, pick, rnn_lm_generate
 
@@ -242,13 +242,11 @@ def write_samples(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} requested but no CUDA GPU is available")
-    model, vocab, ckpt = load_model(path, device, backend)
+    model, vocab, _ = load_model(path, device, backend)
     if prime:
         vocab.encode(prime, skip_unknown=skip_unknown)  # fail before printing anything
-    params = sum(p.numel() for p in model.parameters())
-    needed = inference_bytes(params, ckpt["model_config"], num_samples, max(len(prime), 1))
     hint = "use a smaller --num_samples or a shorter --prime"
-    check_fits(needed, next(model.parameters()).device, f"{num_samples:,} samples", hint)
+    check_forward(model, num_samples, max(len(prime), 1), f"{num_samples:,} samples", hint)
     if out is None:
         out = sys.stdout
     raw = getattr(out, "buffer", None)

@@ -53,12 +53,25 @@ def train_bytes(params: int, model_config: dict, batch_rows: int, seq_length: in
     return itemsize * (weights + batch_rows * seq_length * per_token)
 
 
-def inference_bytes(params: int, model_config: dict, rows: int, steps: int) -> int:
-    """A lower bound on the bytes of a forward pass over [rows, steps] tokens
-    (weights, one layer's outputs and the logits)."""
+def inference_bytes(
+    params: int, model_config: dict, rows: int, steps: int, all_layers: bool = False
+) -> int:
+    """A lower bound on the bytes of a forward pass over [rows, steps] tokens:
+    the weights, one layer's gates and states (every layer's with `all_layers`)
+    and the logits."""
     g = GATES[model_config["model"]]
     h, v = model_config["rnn_size"], model_config["vocab_size"]
-    return 4 * (params + rows * steps * ((g + 2) * h + 2 * v))
+    layers = model_config["num_layers"] if all_layers else 1
+    return 4 * (params + rows * steps * (layers * (g + 2) * h + 2 * v))
+
+
+def check_forward(
+    model: torch.nn.Module, rows: int, steps: int, what: str, hint: str, all_layers: bool = False
+) -> None:
+    """`check_fits` for a forward pass of CharRNN `model` over [rows, steps] tokens."""
+    params = sum(p.numel() for p in model.parameters())
+    needed = inference_bytes(params, model.config(), rows, steps, all_layers)
+    check_fits(needed, next(model.parameters()).device, what, hint)
 
 
 def memory_of(device: torch.device) -> int:

@@ -5,7 +5,9 @@ a disjoint share of the rows). A run can always be continued exactly: the
 checkpoint holds model, optimiser, RNG states, the carried hidden state and the
 data position, and everything else (learning rate, batch order) is a function of
 the step. Ctrl-C, SIGTERM or SIGHUP finishes the current step, saves, and stops
-(stopping.py); the checkpoint folder is locked for the run (runlock.py).
+(stopping.py); the checkpoint folder is locked for the run (runlock.py). A
+step whose loss or gradient is not finite stops the run, or is skipped with
+`--nonfinite skip` (divergence.py): a diverged run is never saved or called done.
 
 Run it as `charrnn-fast train [options]`, or under torchrun as
 `torchrun --nproc_per_node=N -m charrnn_fast.charrnn train [options]`.

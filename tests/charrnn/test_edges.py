@@ -231,3 +231,24 @@ def test_path_option_edges(world, capsys, command, dest):
         check_outcome(code, err, argv, None)
         if action.type.role == "out" and case == "unwritable":
             assert code == 2, (argv, err)
+
+
+TEXT_VALUES = ("", "\udcff", "x" * 5000, "-")  # empty, a non-UTF-8 byte, long, a dash
+
+
+def text_cases():
+    for name, p in subparsers().items():
+        for a in value_actions(p):
+            if kind(a) == "text" and a.choices is None:
+                yield pytest.param(name, a.dest, id=f"{name}-{a.dest}")
+
+
+@pytest.mark.parametrize("command, dest", list(text_cases()))
+def test_text_option_edges(world, capsys, command, dest):
+    action = next(a for a in value_actions(subparsers()[command]) if a.dest == dest)
+    for value in TEXT_VALUES:
+        argv = with_value(base_argv(command, world), action, value)
+        code, _, err = run_within(argv, capsys)
+        check_outcome(code, err, argv, None)
+        if value == "\udcff" and isinstance(action.type, Text):
+            assert code == 2 and "not valid UTF-8" in err, (argv, err)

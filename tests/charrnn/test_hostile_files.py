@@ -84,6 +84,23 @@ def test_prepare_names_unreadable_folders(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "d" / "meta.json").exists()
 
 
+def test_prepare_names_unreadable_files(tmp_path, capsys, monkeypatch):
+    top = tmp_path / "texts"
+    top.mkdir()
+    (top / "a.txt").write_text(TEXT)
+    (top / "b.txt").write_text(TEXT)
+
+    def no_permission(path, *args, **kwargs):
+        if Path(path).name == "b.txt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(corpora, "open", no_permission, raising=False)
+    code, _, err = run(["prepare", str(top), "--out", str(tmp_path / "d")], capsys)
+    assert_user_error(code, err, "Permission denied (EACCES)", str(top / "b.txt"))
+    assert not (tmp_path / "d" / "meta.json").exists()
+
+
 def _edit_json(path: Path, change) -> None:
     d = json.loads(path.read_text())
     change(d)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from charrnn_fast import backends
+from charrnn_fast.charrnn import sizes
 from charrnn_fast.charrnn import train as train_module
 from charrnn_fast.charrnn.checkpoint import load_checkpoint
 from charrnn_fast.charrnn.errors import one_line
@@ -157,6 +158,26 @@ def test_library_setup_errors_are_one_line():
 def test_out_of_memory_is_one_line():
     e = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 64 bytes")
     assert one_line(e).startswith("out of memory (it asked for 64 bytes)")
+
+
+def test_every_command_checks_memory_before_it_allocates(corpus, tmp_path, capsys, monkeypatch):  # noqa: F811
+    cv = tmp_path / "cv"
+    code, _, err = train_new(corpus, str(cv), 1, capsys)
+    assert code == 0, err
+    monkeypatch.setattr(sizes, "memory_of", lambda device: 10_000)  # a 10 kB machine
+    text = ["--text", "It was the best", "--literal"]
+    for argv in (
+        ["sample", str(cv), "-n", "5"],
+        ["eval", str(cv)],
+        ["visualize", str(cv), *text, "--out", str(tmp_path / "v.html")],
+        ["cells", str(cv), *text, "--out", str(tmp_path / "c.html")],
+        ["guesses", str(cv), *text, "--out", str(tmp_path / "g.html")],
+        ["train", "--data_dir", str(corpus), "--checkpoint_dir", str(tmp_path / "b"), *TRAIN],
+    ):
+        code, out, err = run(argv, capsys)
+        assert_user_error(code, err, "needs at least", "bytes) but cpu has 0.0 GiB")
+        assert out == ""
+    assert not (tmp_path / "b" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("command", ["sample", "eval"])
