@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -113,27 +112,22 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-# What a training run leaves in its folder, besides its lock.
+# What a training run leaves in its folder, besides its lock; TensorBoard's
+# event files go in RUN_FOLDER/tb.
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "samples.jsonl", "samples.html")
-RUN_FOLDERS = ("tb",)
+TB_EVENTS = "tb/events.out.tfevents.*"
 
 
 def clear_old_run(folder: str | os.PathLike) -> list[Path]:
-    """Delete what an earlier run left in checkpoint folder `folder`, so that a new
-    run (--overwrite) leaves no old checkpoint, log or sample that a later command
-    could take for its own. Call while holding the folder's lock."""
+    """Delete the files an earlier run wrote in checkpoint folder `folder` (and
+    nothing else there), so that a new run (--overwrite) leaves no old
+    checkpoint, log or sample that a later command could take for its own. Call
+    while holding the folder's lock."""
     folder = Path(folder)
-    removed = []
-    for name in RUN_FILES:
-        p = folder / name
-        if p.is_file() or p.is_symlink():
-            p.unlink()
-            removed.append(p)
-    for name in RUN_FOLDERS:
-        p = folder / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-            removed.append(p)
+    removed = [folder / n for n in RUN_FILES if (folder / n).is_file()]
+    removed += sorted(p for p in folder.glob(TB_EVENTS) if p.is_file())
+    for p in removed:
+        p.unlink()
     return removed
 
 
@@ -228,6 +222,20 @@ def _wrong_types(d: dict, types: dict, where: str) -> list[str]:
     ]
 
 
+def _checked_config(config: dict, p: Path) -> dict:
+    """The stored training options, checked as the command line checks them, with
+    the defaults of options newer than the checkpoint filled in."""
+    from charrnn_fast.charrnn.errors import UserError
+    from charrnn_fast.charrnn.trainconfig import FIELD_NAMES, TrainConfig
+
+    known = {k: v for k, v in config.items() if k in FIELD_NAMES}
+    try:
+        full = TrainConfig(**known).validate().to_dict()
+    except UserError as e:
+        raise CheckpointError(f"{p}: its stored training options are invalid ({e})") from None
+    return {**config, **full}
+
+
 def check_contents(ckpt: dict, p: Path) -> None:
     """CheckpointError unless the entries have their types, the model options
     match the weights' sizes, and every weight is finite."""
@@ -254,6 +262,7 @@ def check_contents(ckpt: dict, p: Path) -> None:
             f"{p}: its model options ({mc}) make {expected:,} weights but it holds "
             f"{stored:,} (altered, or pieced together from two checkpoints)"
         )
+    ckpt["config"] = _checked_config(ckpt["config"], p)
     bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not v.isfinite().all()]
     if bad:
         raise CheckpointError(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, split_bounds
-from charrnn_fast.charrnn.errors import CorpusError, UserError, VocabError
+from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, lm_loss
 from charrnn_fast.charrnn.sample import generate, load_model
 from charrnn_fast.charrnn.sizes import check_forward
@@ -88,6 +88,11 @@ def evaluate_checkpoint(
         if b - a < 2:
             continue
         loss, n = split_loss(model, data.tokens[a:b], batch_size, seq_length, torch.device(device))
+        if not math.isfinite(loss):
+            raise CheckpointError(
+                f"{ckpt['path']}: its loss on the {split} split is {loss}: the model's outputs "
+                "overflow (a run that diverged); use an earlier checkpoint"
+            )
         out.append(SplitLoss(split, n, loss))
     return ckpt, out
 

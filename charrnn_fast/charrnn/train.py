@@ -181,8 +181,8 @@ class _Run:
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        if not cfg.resume and info.is_main:
-            clear_old_run(cfg.checkpoint_dir)  # a new run: nothing of an old one stays
+        if cfg.overwrite and not cfg.resume and info.is_main:
+            clear_old_run(cfg.checkpoint_dir)  # a new run: nothing of the old one stays
         self.log = TrainLog(
             cfg,
             enabled=info.is_main,

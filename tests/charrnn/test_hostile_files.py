@@ -7,6 +7,7 @@ or a silently wrong result."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -178,12 +179,14 @@ def _rewrite(path: Path, change) -> None:
         (lambda c: c["model_config"].__setitem__("rnn_size", 10**6), "make 4,000,"),
         (lambda c: c["model"].__setitem__("head.bias", [0.0]), "model.head.bias is list"),
         (lambda c: c.__setitem__("hidden", "h"), "hidden is str"),
+        (lambda c: c["config"].__setitem__("train_frac", "most"), "stored training options"),
+        (lambda c: c["config"].__setitem__("data_dir", 3), "--data_dir: expected str"),
         (lambda c: c.__setitem__("val_loss", "low"), "val_loss is str"),
     ],
 )
 def test_malformed_checkpoints_are_refused(ckpt, capsys, change, needle):
     _rewrite(ckpt, change)
-    with pytest.raises(CheckpointError, match="malformed|make .* weights"):
+    with pytest.raises(CheckpointError, match="malformed|make .* weights|stored training"):
         load_checkpoint(ckpt)
     for argv in (["sample", str(ckpt), "-n", "3"], ["eval", str(ckpt)]):
         code, out, err = run(argv, capsys)
@@ -207,10 +210,26 @@ def test_diverged_weights_are_refused_everywhere(ckpt, tmp_path, capsys, bad):
         assert out == ""
 
 
+def test_options_newer_than_a_checkpoint_get_their_defaults(ckpt, capsys):
+    _rewrite(ckpt, lambda c: [c["config"].pop(k) for k in ("nonfinite", "train_frac")])
+    assert load_checkpoint(ckpt)["config"]["nonfinite"] == "stop"
+    code, out, err = run(["eval", str(ckpt)], capsys)
+    assert code == 0 and "val" in out, err
+
+
 def test_resume_with_a_broken_optimizer_state(ckpt, capsys):
     _rewrite(ckpt, lambda c: c.__setitem__("optimizer", {"state": {}, "param_groups": 5}))
     code, _, err = run(["train", "--checkpoint_dir", str(ckpt.parent), "--resume"], capsys)
     assert_user_error(code, err, "its training state does not load")
+
+
+def test_eval_refuses_a_model_whose_outputs_overflow(ckpt, capsys, monkeypatch):
+    from charrnn_fast.charrnn import evaluate
+
+    # Finite weights whose logits overflow (huge weights) give a NaN loss.
+    monkeypatch.setattr(evaluate, "split_loss", lambda *args: (math.nan, 100))
+    code, out, err = run(["eval", str(ckpt)], capsys)
+    assert_user_error(code, err, "its loss on the val split is nan", "overflow")
 
 
 def test_resume_with_a_log_that_is_not_text(ckpt, capsys):
@@ -226,11 +245,15 @@ def test_overwrite_leaves_nothing_of_the_old_run(corpus, tmp_path, capsys):  # n
     code, _, err = train_new(corpus, str(cv), 4, capsys)  # validates: best.pt
     assert code == 0 and (cv / "best.pt").is_file(), err
     (cv / "samples.html").write_text("old samples")
+    (cv / "tb").mkdir()
+    (cv / "tb" / "events.out.tfevents.1.host").write_bytes(b"old events")
+    (cv / "notes.txt").write_text("the user's own file")
     argv = ["train", "--data_dir", str(corpus), "--checkpoint_dir", str(cv), "--overwrite"]
     argv += [*TRAIN, "--max_iters", "2", "--val_frac", "0", "--rnn_size", "8"]
     code, _, err = run(argv, capsys)
     assert code == 0, err
     assert not (cv / "best.pt").exists() and not (cv / "samples.html").exists()
+    assert not list((cv / "tb").iterdir()) and (cv / "notes.txt").is_file()
     assert load_checkpoint(cv)["model_config"]["rnn_size"] == 8  # the folder's model is new
     assert [r.split(",")[0] for r in (cv / "log.csv").read_text().splitlines()[1:]] == ["1", "2"]
 
