@@ -265,6 +265,8 @@ def _train(args: argparse.Namespace) -> int:
         return status
     val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
     budget = " (--max_time reached)" if result.out_of_time else ""
+    if result.skipped:
+        budget += f" ({result.skipped} non-finite step(s) skipped)"
     print(
         f"done: {result.step} steps in {result.elapsed_s:.0f} s{budget}{val}; "
         f"checkpoint {result.checkpoint}",

@@ -66,6 +66,7 @@ class TrainResult:
     rank: int = 0  # distributed rank of this process (0 writes checkpoints and logs)
     elapsed_s: float = 0.0  # wall time trained, over all sessions of the run
     out_of_time: bool = False  # stopped by --max_time
+    skipped: int = 0  # non-finite steps skipped (--nonfinite skip)
 
 
 def _load_start(cfg: TrainConfig, vocab: Vocab) -> dict | None:
@@ -380,4 +381,5 @@ class _Run:
             result.stop_signal = stop.signum
             result.checkpoint = self.save(None)
         result.step, result.elapsed_s, result.out_of_time = self.step, self.elapsed(), out_of_time
+        result.skipped = self.guard.skipped
         return result

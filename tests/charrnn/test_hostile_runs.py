@@ -58,6 +58,7 @@ def test_nonfinite_skip_skips_the_step_and_goes_on(corpus, tmp_path, capsys, mon
     code, _, err = run([*argv, *TRAIN, "--max_iters", "6", "--nonfinite", "skip"], capsys)
     assert code == 0, err
     assert "step 3: non-finite loss nan" in err and "step skipped" in err
+    assert "(1 non-finite step(s) skipped)" in err
     ckpt = load_checkpoint(tmp_path / "cv")
     assert ckpt["step"] == 6 and math.isfinite(ckpt["val_loss"])
 
