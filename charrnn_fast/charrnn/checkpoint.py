@@ -41,6 +41,11 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     except BaseException as e:
         # Including KeyboardInterrupt: never leave a half-written temp file behind.
         tmp.unlink(missing_ok=True)
+        interrupt = _in_chain(e, KeyboardInterrupt)
+        if interrupt is not None and interrupt is not e:
+            # torch.save's zip writer turns an interrupt inside its write into a
+            # RuntimeError of its own: an abort asked for, not a failed save.
+            raise interrupt from None
         full = _disk_full(e)
         if full is not None:
             kept = f"the previous {path.name} is intact" if path.exists() else "it was not written"
@@ -61,6 +66,15 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _in_chain(e: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of type `kind` in `e`'s chain of causes and contexts."""
+    while e is not None:
+        if isinstance(e, kind):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _disk_full(e: BaseException | None) -> OSError | None:
@@ -95,6 +109,25 @@ def remove_orphans(folder: str | os.PathLike) -> list[Path]:
     for tmp in Path(folder).glob(".*.pt.*.tmp"):
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
+    return removed
+
+
+# What a training run leaves in its folder, besides its lock; TensorBoard's
+# event files go in RUN_FOLDER/tb.
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "samples.jsonl", "samples.html")
+TB_EVENTS = "tb/events.out.tfevents.*"
+
+
+def clear_old_run(folder: str | os.PathLike) -> list[Path]:
+    """Delete the files an earlier run wrote in checkpoint folder `folder` (and
+    nothing else there), so that a new run (--overwrite) leaves no old
+    checkpoint, log or sample that a later command could take for its own. Call
+    while holding the folder's lock."""
+    folder = Path(folder)
+    removed = [folder / n for n in RUN_FILES if (folder / n).is_file()]
+    removed += sorted(p for p in folder.glob(TB_EVENTS) if p.is_file())
+    for p in removed:
+        p.unlink()
     return removed
 
 
@@ -150,8 +183,93 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{p} is incomplete (missing {', '.join(missing)})")
+    check_contents(ckpt, p)
     ckpt["path"] = str(p)
     return ckpt
+
+
+# The types of a checkpoint's entries, and of its model options.
+_NUMBER = (int, float, type(None))
+ENTRY_TYPES = {
+    "model": dict,
+    "model_config": dict,
+    "vocab": dict,
+    "config": dict,
+    "step": int,
+    # optional, read on --resume and by compare
+    "optimizer": dict,
+    "hidden": list,
+    "rng": dict,
+    "val_loss": _NUMBER,
+    "best_val_loss": _NUMBER,
+    "elapsed_s": _NUMBER,
+}
+MODEL_CONFIG_TYPES = {
+    "vocab_size": int,
+    "rnn_size": int,
+    "num_layers": int,
+    "model": str,
+    "embedding_dim": int,
+    "dropout": (int, float),
+}
+
+
+def _wrong_types(d: dict, types: dict, where: str) -> list[str]:
+    return [
+        f"{where}{k} is {type(d[k]).__name__}"
+        for k, t in types.items()
+        if k in d and (not isinstance(d[k], t) or isinstance(d[k], bool))
+    ]
+
+
+def _checked_config(config: dict, p: Path) -> dict:
+    """The stored training options, checked as the command line checks them, with
+    the defaults of options newer than the checkpoint filled in."""
+    from charrnn_fast.charrnn.errors import UserError
+    from charrnn_fast.charrnn.trainconfig import FIELD_NAMES, TrainConfig
+
+    known = {k: v for k, v in config.items() if k in FIELD_NAMES}
+    try:
+        full = TrainConfig(**known).validate().to_dict()
+    except UserError as e:
+        raise CheckpointError(f"{p}: its stored training options are invalid ({e})") from None
+    return {**config, **full}
+
+
+def check_contents(ckpt: dict, p: Path) -> None:
+    """CheckpointError unless the entries have their types, the model options
+    match the weights' sizes, and every weight is finite."""
+    from charrnn_fast.charrnn.sizes import GATES, config_param_count
+
+    wrong = _wrong_types(ckpt, ENTRY_TYPES, "")
+    if not wrong:
+        wrong = _wrong_types(ckpt["model_config"], MODEL_CONFIG_TYPES, "model_config.")
+        wrong += [
+            f"model.{k} is {type(v).__name__}"
+            for k, v in ckpt["model"].items()
+            if not isinstance(v, torch.Tensor)
+        ]
+    if wrong:
+        raise CheckpointError(f"{p} is malformed: {'; '.join(wrong)}")
+    mc = ckpt["model_config"]
+    try:
+        expected = config_param_count(mc) if mc.get("model") in GATES else None
+    except KeyError:
+        expected = None  # an incomplete model_config: building the model says what lacks
+    stored = sum(v.numel() for v in ckpt["model"].values())
+    if expected is not None and expected != stored:
+        raise CheckpointError(
+            f"{p}: its model options ({mc}) make {expected:,} weights but it holds "
+            f"{stored:,} (altered, or pieced together from two checkpoints)"
+        )
+    ckpt["config"] = _checked_config(ckpt["config"], p)
+    bad = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{p}: its weights are not finite (NaN or infinity in {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): the run that saved it had diverged; "
+            "use an earlier checkpoint"
+        )
 
 
 def capture_rng_state() -> dict:

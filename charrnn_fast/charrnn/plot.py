@@ -10,6 +10,7 @@ wall time (which continues across --resume).
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,32 +45,38 @@ def read_log(run_dir: str | Path) -> RunLog:
     if not path.is_file():
         what = "no such folder" if not Path(run_dir).exists() else "no log.csv in it"
         raise UserError(f"{run_dir}: {what} (expected a checkpoint folder of `train`)")
+    try:
+        log = _parse_log(path, Path(run_dir).name or str(run_dir))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text log ({e.reason} at byte {e.start})") from None
+    except (csv.Error, ValueError, TypeError) as e:
+        raise UserError(f"{path}: not a training log ({e})") from None
+    if not log.train.get("train_loss") and not log.val.get("val_loss"):
+        raise UserError(f"{path}: no losses logged yet")
+    return log
+
+
+def _parse_log(path: Path, name: str) -> RunLog:
     train_rows: dict[int, dict] = {}
     val_rows: dict[int, dict] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "step" not in reader.fieldnames:
-            raise UserError(f"{path}: not a training log (no step column)")
+            raise ValueError("no step column")
         for row in reader:
-            try:
-                step = int(row["step"])
-                if row.get("train_loss"):
-                    train_rows[step] = row
-                if row.get("val_loss"):
-                    val_rows[step] = row
-            except (TypeError, ValueError) as e:
-                raise UserError(f"{path}: malformed row {row} ({e})") from e
-    cols = ("step", "epoch", "elapsed_s")
-    log = RunLog(Path(run_dir).name or str(run_dir))
+            step = int(row["step"])
+            if row.get("train_loss"):
+                train_rows[step] = row
+            if row.get("val_loss"):
+                val_rows[step] = row
+    log = RunLog(name)
     for rows, target, loss in (
         (train_rows, log.train, "train_loss"),
         (val_rows, log.val, "val_loss"),
     ):
         ordered = [rows[k] for k in sorted(rows)]
-        for c in (*cols, loss):
+        for c in ("step", "epoch", "elapsed_s", loss):
             target[c] = [float(r[c]) for r in ordered if r.get(c) not in (None, "")]
-    if not log.train.get("train_loss") and not log.val.get("val_loss"):
-        raise UserError(f"{path}: no losses logged yet")
     return log
 
 
@@ -86,6 +93,8 @@ def plot_runs(
         raise UserError(f"--x must be one of {', '.join(X_AXES)}")
     if not run_dirs:
         raise UserError("name at least one checkpoint folder")
+    if ylim is not None and not (all(math.isfinite(v) for v in ylim) and ylim[0] < ylim[1]):
+        raise UserError(f"--ylim {ylim[0]} {ylim[1]}: expected finite LO < HI")
     if labels is not None and len(labels) != len(run_dirs):
         raise UserError(f"--labels: {len(labels)} given for {len(run_dirs)} runs")
     logs = [read_log(d) for d in run_dirs]

@@ -16,20 +16,22 @@ import fcntl
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from charrnn_fast.charrnn import distributed as ddp
-from charrnn_fast.charrnn.checkpoint import remove_orphans
 from charrnn_fast.charrnn.errors import CheckpointError, UserError
+
+if TYPE_CHECKING:  # torch only where training needs it: `prepare` locks too
+    import torch
+
+    from charrnn_fast.charrnn import distributed as ddp
 
 LOCK_NAME = "train.lock"
 
 
-def _open_locked(path: Path) -> int:
+def _open_locked(path: Path, what: str, option: str) -> int:
     """An fd holding an exclusive flock on `path`; CheckpointError when another holds it."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -39,8 +41,8 @@ def _open_locked(path: Path) -> int:
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "pid unknown"
             os.close(fd)
             raise CheckpointError(
-                f"{path.parent} is in use by another training run ({holder}); wait for it "
-                "to finish, stop it, or use another --checkpoint_dir"
+                f"{path.parent} is in use by another {what} ({holder}); wait for it "
+                f"to finish, stop it, or use another {option}"
             ) from None
         # The previous holder removes the file as it leaves; if that happened
         # between our open and our flock, our lock is on a file nobody else can
@@ -55,25 +57,35 @@ def _open_locked(path: Path) -> int:
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold the lock of checkpoint folder `folder` (created if missing) for the block."""
+def folder_lock(
+    folder: str | os.PathLike,
+    name: str = LOCK_NAME,
+    what: str = "training run",
+    option: str = "--checkpoint_dir",
+    cleanup: Callable[[Path], list[Path]] | None = None,
+) -> Iterator[None]:
+    """Hold the lock `name` of folder `folder` (created if missing) for the block.
+
+    `what` and `option` name the holder and the option that picks the folder in
+    the refusal; `cleanup(folder)` removes what a killed holder left unfinished."""
     folder = Path(folder)
-    path = folder / LOCK_NAME
+    path = folder / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = _open_locked(path)
+        fd = _open_locked(path, what, option)
     except OSError as e:  # read-only or foreign folder, a file in the way, ...
+        where = "checkpoint" if option == "--checkpoint_dir" else "output"
         raise CheckpointError(
-            f"cannot write to the checkpoint folder {folder}: {e.strerror or e}"
+            f"cannot write to the {where} folder {folder}: {e.strerror or e}"
         ) from e
     try:
         since = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n".encode(), 0)
-        orphans = remove_orphans(folder)
+        orphans = cleanup(folder) if cleanup is not None else []
         if orphans:
             print(
-                f"removed {len(orphans)} unfinished checkpoint file(s) of an earlier run "
+                f"removed {len(orphans)} unfinished file(s) of an earlier run "
                 f"that was killed while saving ({', '.join(p.name for p in orphans)})",
                 file=sys.stderr,
             )
@@ -87,12 +99,16 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
 def rank0_folder_lock(
     folder: str | os.PathLike, info: ddp.DistInfo, device: torch.device
 ) -> Iterator[None]:
-    """`folder_lock` on rank 0; every rank fails together when rank 0 is refused."""
+    """`folder_lock` on rank 0 (removing the temporary files of saves a killed run
+    left); every rank fails together when rank 0 is refused."""
+    from charrnn_fast.charrnn import distributed as ddp
+    from charrnn_fast.charrnn.checkpoint import remove_orphans
+
     with ExitStack() as stack:
         error: UserError | None = None
         if info.is_main:
             try:
-                stack.enter_context(folder_lock(folder))
+                stack.enter_context(folder_lock(folder, cleanup=remove_orphans))
             except UserError as e:
                 error = e
         if ddp.broadcast_flag(error is not None, info, device):

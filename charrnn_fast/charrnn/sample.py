@@ -30,6 +30,7 @@ import torch
 from charrnn_fast.charrnn.checkpoint import load_checkpoint
 from charrnn_fast.charrnn.errors import CheckpointError, UserError
 from charrnn_fast.charrnn.model import CharRNN, build_model
+from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.vocab import Vocab
 from charrnn_fast.generate import lstm_lm_generate, pick, rnn_lm_generate
 
@@ -244,6 +245,8 @@ def write_samples(
     model, vocab, _ = load_model(path, device, backend)
     if prime:
         vocab.encode(prime, skip_unknown=skip_unknown)  # fail before printing anything
+    hint = "use a smaller --num_samples or a shorter --prime"
+    check_forward(model, num_samples, max(len(prime), 1), f"{num_samples:,} samples", hint)
     if out is None:
         out = sys.stdout
     raw = getattr(out, "buffer", None)

@@ -14,6 +14,14 @@ STOP_SIGNALS = tuple(
 )
 
 
+class Aborted(KeyboardInterrupt):
+    """A second stop signal: abort now. `signum` gives the exit status 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class StopFlag:
     """The first Ctrl-C, SIGTERM or SIGHUP (docker stop, timeout, job schedulers,
     a closed terminal) asks for a clean stop: finish the step, save. A second
@@ -25,7 +33,7 @@ class StopFlag:
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise Aborted(signum)
         self.requested, self.signum = True, signum
         again = "Ctrl-C" if signum == signal.SIGINT else "send it"
         print(

@@ -5,7 +5,9 @@ a disjoint share of the rows). A run can always be continued exactly: the
 checkpoint holds model, optimiser, RNG states, the carried hidden state and the
 data position, and everything else (learning rate, batch order) is a function of
 the step. Ctrl-C, SIGTERM or SIGHUP finishes the current step, saves, and stops
-(stopping.py); the checkpoint folder is locked for the run (runlock.py).
+(stopping.py); the checkpoint folder is locked for the run (runlock.py). A
+step whose loss or gradient is not finite stops the run, or is skipped with
+`--nonfinite skip` (divergence.py): a diverged run is never saved or called done.
 
 Run it as `charrnn-fast train [options]`, or under torchrun as
 `torchrun --nproc_per_node=N -m charrnn_fast.charrnn train [options]`.
@@ -17,7 +19,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +28,14 @@ from torch.nn.parallel import DistributedDataParallel
 from charrnn_fast.charrnn import distributed as ddp
 from charrnn_fast.charrnn.checkpoint import (
     capture_rng_state,
+    clear_old_run,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, max_rows, split_tokens
 from charrnn_fast.charrnn.devices import check_backend
+from charrnn_fast.charrnn.divergence import DivergenceGuard, grad_norm
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, State, detach_state, lm_loss
 from charrnn_fast.charrnn.progress import progress_bar
@@ -41,6 +44,13 @@ from charrnn_fast.charrnn.schedule import scheduled_lr
 from charrnn_fast.charrnn.stopping import StopFlag
 from charrnn_fast.charrnn.trainconfig import TrainConfig, last_checkpoint_path
 from charrnn_fast.charrnn.trainlog import TrainLog
+from charrnn_fast.charrnn.trainparts import (
+    autocast,
+    check_memory,
+    evaluate,
+    make_optimizer,
+    reset_rows,
+)
 from charrnn_fast.charrnn.trainsamples import SampleWriter
 from charrnn_fast.charrnn.vocab import Vocab
 
@@ -56,72 +66,7 @@ class TrainResult:
     rank: int = 0  # distributed rank of this process (0 writes checkpoints and logs)
     elapsed_s: float = 0.0  # wall time trained, over all sessions of the run
     out_of_time: bool = False  # stopped by --max_time
-
-
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(
-        params, lr=cfg.learning_rate, alpha=cfg.decay_rate, eps=1e-8, weight_decay=cfg.weight_decay
-    )
-
-
-def reset_rows(state: State, cfg: TrainConfig, step: int, rows: range) -> State:
-    """Zero the carried state of each row with probability cfg.reset_prob.
-
-    Without resets a row's state is zero once per epoch only, and a model trained
-    for an epoch or two may never learn to start from a zero state (as validation
-    and sampling do): from some starting texts it settles into a state where its
-    predictions are wrong for thousands of characters. The draw is a function of
-    (seed, step) over the whole batch, so every rank and every resume agrees.
-    state: [num_layers, len(rows), H] tensors (this rank's rows)."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    keep = (torch.rand(cfg.batch_size, generator=gen) >= cfg.reset_prob)[rows.start : rows.stop]
-    if bool(keep.all()):
-        return state
-    mask = keep.to(device=state[0].device, dtype=state[0].dtype)[None, :, None]
-    return tuple(s * mask for s in state)
-
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.dtype == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-@torch.no_grad()
-def evaluate(
-    model: CharRNN,
-    batcher: StreamBatcher,
-    cfg: TrainConfig,
-    device: torch.device,
-    info: ddp.DistInfo,
-    stop: StopFlag | None = None,
-) -> float | None:
-    """Mean loss per token over the split (all ranks' rows); None if stopped early."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # [loss sum, tokens]
-    state = None
-    n = (
-        batcher.num_chunks
-        if cfg.eval_max_batches <= 0
-        else min(cfg.eval_max_batches, batcher.num_chunks)
-    )
-    for k in range(n):
-        if stop is not None and stop.requested and not info.enabled:
-            model.train(was_training)
-            return None
-        x, y = (t.to(device, non_blocking=True) for t in batcher.batch(k))
-        with _autocast(cfg, device):
-            logits, state = model(x, state)
-        total[0] += lm_loss(logits, y).double() * y.numel()
-        total[1] += y.numel()
-    model.train(was_training)
-    ddp.all_reduce_sum(total, info)
-    return float(total[0] / total[1])
+    skipped: int = 0  # non-finite steps skipped (--nonfinite skip)
 
 
 def _load_start(cfg: TrainConfig, vocab: Vocab) -> dict | None:
@@ -130,17 +75,18 @@ def _load_start(cfg: TrainConfig, vocab: Vocab) -> dict | None:
     if cfg.resume:
         if not last.is_file():
             raise CheckpointError(f"nothing to resume: no checkpoint at {last}")
-        path = last
+        ckpt = load_checkpoint(last, map_location="cpu")
     else:
-        if last.exists() and not cfg.overwrite:
+        old = [p for p in (last, last.with_name("best.pt")) if p.exists()]
+        if old and not cfg.overwrite:
             raise UserError(
-                f"{last} exists: continue it with --resume, or start over with "
+                f"{old[0]} exists: continue it with --resume, or start over with "
                 "--overwrite or another --checkpoint_dir"
             )
         if not cfg.init_from:
             return None
-        path = Path(cfg.init_from)
-    ckpt = load_checkpoint(path, map_location="cpu")
+        # Read now, before the old run is cleared: it may be one of its files.
+        ckpt = load_checkpoint(cfg.init_from, map_location="cpu")
     stored = Vocab.from_dict(ckpt["vocab"])
     if stored != vocab:
         raise VocabError(
@@ -210,6 +156,7 @@ class _Run:
         }
         if ckpt is not None:  # --init_from/--resume: the checkpoint's architecture wins
             arch = {k: ckpt["model_config"][k] for k in arch}
+        check_memory(cfg, arch, len(self.vocab), len(self.rows), device)
         backend = None if cfg.backend == "auto" else cfg.backend
         if arch["model"] == "lstm":  # the other cells are torch's, with no backend
             dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
@@ -235,6 +182,8 @@ class _Run:
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.overwrite and not cfg.resume and info.is_main:
+            clear_old_run(cfg.checkpoint_dir)  # a new run: nothing of the old one stays
         self.log = TrainLog(
             cfg,
             enabled=info.is_main,
@@ -243,8 +192,19 @@ class _Run:
             elapsed_offset=self.elapsed_base,
         )
         self.samples = SampleWriter(cfg, self.vocab) if info.is_main and cfg.sample_every else None
+        self.guard = DivergenceGuard(cfg, info.enabled)
+        self.lr = cfg.learning_rate
 
     def _restore(self, ckpt: dict) -> None:
+        try:
+            self._restore_state(ckpt)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{ckpt['path']}: its training state does not load ({type(e).__name__}: {e}); "
+                "continue from another checkpoint, or start over with --init_from"
+            ) from e
+
+    def _restore_state(self, ckpt: dict) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
         self.best_val = ckpt.get("best_val_loss") or math.inf
@@ -259,6 +219,7 @@ class _Run:
 
     def save(self, val_loss: float | None) -> str | None:
         """Checkpoint to last.pt (and best.pt on a new best val loss); rank 0 writes."""
+        self.guard.check_weights(self.step, self.lr, self.model)  # never save a lost model
         full = ddp.gather_rows(self.state, self.info) if self.state is not None else None
         if not self.info.is_main:
             return None
@@ -284,6 +245,7 @@ class _Run:
         path = save_checkpoint(blob, last_checkpoint_path(self.cfg.checkpoint_dir))
         if is_best:
             save_checkpoint(blob, Path(self.cfg.checkpoint_dir) / "best.pt")
+        self.guard.last_saved = (self.step, str(path))
         return str(path)
 
     def elapsed(self) -> float:
@@ -303,21 +265,25 @@ class _Run:
             self.state = None  # a new epoch restarts every row stream
         elif cfg.reset_prob > 0 and self.state is not None:
             self.state = reset_rows(self.state, cfg, self.step, self.rows)
+        self.lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = (t.to(self.device, non_blocking=True) for t in self.batches.batch(chunk))
-        with _autocast(cfg, self.device):
+        with autocast(cfg, self.device):
             logits, state = self.net(x, self.state)
         loss = lm_loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0 and cfg.grad_clip_mode == "norm":
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        elif cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.grad_clip)
+        norm = grad_norm(list(self.model.parameters()), cfg)
+        self.step += 1
+        if not self.guard.finite(loss, norm):
+            self.guard.nonfinite_step(self.step, lr, loss, norm, self.model)  # raises on stop
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state = None  # skipped: the carried state may hold the NaN too
+            return loss.detach()
+        self.guard.finite_step()
         self.optimizer.step()
         self.state = detach_state(state)
-        self.step += 1
         return loss.detach()
 
     def loop(self, stop: StopFlag, on_step: Callable | None) -> TrainResult:
@@ -397,6 +363,7 @@ class _Run:
                     val = None
                     if self.val_batches is not None:
                         val = evaluate(self.model, self.val_batches, cfg, self.device, info, stop)
+                    self.guard.check_val(step, val, lr, self.model)
                     if val is not None:
                         result.val_losses.append((step, val))
                         self.log.write(
@@ -414,4 +381,5 @@ class _Run:
             result.stop_signal = stop.signum
             result.checkpoint = self.save(None)
         result.step, result.elapsed_s, result.out_of_time = self.step, self.elapsed(), out_of_time
+        result.skipped = self.guard.skipped
         return result

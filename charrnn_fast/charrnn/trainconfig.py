@@ -9,17 +9,61 @@ change it; options that would change the model or the batching are refused.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.model import MODELS
+from charrnn_fast.charrnn.options import (
+    IN_ANY,
+    IN_DIR,
+    OUT_DIR,
+    SEED,
+    Number,
+    PathArg,
+    count,
+    fraction,
+    positive,
+)
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("cosine", "char-rnn")
 DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+NONFINITE = ("stop", "skip")
+MAX_SKIPPED = 10  # --nonfinite skip: this many non-finite steps in a row stop the run
+# What each numeric option accepts; checked when parsed and again by validate().
+RANGES: dict[str, Number] = {
+    "train_frac": fraction(lo_open=True),
+    "val_frac": fraction(),
+    "rnn_size": count(1),
+    "num_layers": count(1),
+    "dropout": fraction(hi_open=True),
+    "embedding_dim": count(0),
+    "learning_rate": positive(),
+    "learning_rate_decay": fraction(lo_open=True),
+    "learning_rate_decay_after": count(0),
+    "warmup_iters": count(0),
+    "min_lr_frac": fraction(),
+    # RMSProp's smoothing constant: at 1 the average never moves, above it
+    # the squared-gradient average turns negative and the weights NaN.
+    "decay_rate": fraction(hi_open=True),
+    "weight_decay": Number(float, 0.0, 1e6),
+    "grad_clip": Number(float, 0.0, 1e9),
+    "seq_length": count(1),
+    "batch_size": count(1),
+    "reset_prob": fraction(),
+    "max_epochs": Number(float, 0.0, 1e12),
+    "max_iters": count(0),
+    "max_time": Number(float, 0.0, 1e12),
+    "seed": SEED,
+    "print_every": count(1),
+    "eval_val_every": count(1),
+    "eval_max_batches": count(0),
+    "sample_every": count(0),
+    "sample_length": count(1, 10**6),
+}
+PATHS: dict[str, PathArg] = {"data_dir": IN_DIR, "checkpoint_dir": OUT_DIR, "init_from": IN_ANY}
 # Changing these on --resume would silently train a different model or data stream.
 FIXED_ON_RESUME = (
     "model",
@@ -79,9 +123,18 @@ class TrainConfig:
     dtype: str = "float32"
     progress: bool = True
     tensorboard: bool = True
+    nonfinite: str = "stop"
 
     def validate(self) -> TrainConfig:
         """Raise UserError on an impossible option; returns self."""
+        for f in fields(self):  # a stored configuration (resume) may hold anything
+            value = getattr(self, f.name)
+            if isinstance(f.default, (bool, str)) and type(value) is not type(f.default):
+                raise UserError(f"--{f.name}: expected {type(f.default).__name__}, got {value!r}")
+        for name, number in RANGES.items():
+            why = number.problem(getattr(self, name))
+            if why is not None:
+                raise UserError(f"--{name}: {why}")
         checks = [
             (self.model in MODELS, f"--model must be one of {', '.join(MODELS)}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
@@ -89,35 +142,17 @@ class TrainConfig:
             (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}"),
             (self.grad_clip_mode in ("norm", "value"), "--grad_clip_mode must be norm or value"),
             (
-                min(self.rnn_size, self.num_layers, self.seq_length, self.batch_size) >= 1,
-                "--rnn_size, --num_layers, --seq_length and --batch_size must be >= 1",
-            ),
-            (self.embedding_dim >= 0, "--embedding_dim must be >= 0 (0 = one-hot input)"),
-            (0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)"),
-            (
-                self.learning_rate > 0 and math.isfinite(self.learning_rate),
-                "--learning_rate must be > 0",
-            ),
-            (0 < self.learning_rate_decay <= 1, "--learning_rate_decay must be in (0, 1]"),
-            (
                 self.lr_schedule in LR_SCHEDULES,
                 f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}",
             ),
-            (self.warmup_iters >= 0, "--warmup_iters must be >= 0"),
-            (0 <= self.min_lr_frac <= 1, "--min_lr_frac must be in [0, 1]"),
             (
-                self.max_time >= 0 and math.isfinite(self.max_time),
-                "--max_time must be >= 0 seconds (0 = no limit)",
+                self.nonfinite in NONFINITE,
+                f"--nonfinite must be one of {', '.join(NONFINITE)}",
             ),
-            (self.sample_every >= 0, "--sample_every must be >= 0 (0 = off)"),
-            (self.sample_length >= 1, "--sample_length must be >= 1"),
-            (self.grad_clip >= 0, "--grad_clip must be >= 0 (0 = no clipping)"),
-            (0 <= self.reset_prob <= 1, "--reset_prob must be in [0, 1]"),
             (self.max_epochs > 0 or self.max_iters > 0, "--max_epochs or --max_iters must be > 0"),
-            (self.max_iters >= 0, "--max_iters must be >= 0"),
             (
-                self.print_every >= 1 and self.eval_val_every >= 1,
-                "--print_every and --eval_val_every must be >= 1",
+                self.train_frac + self.val_frac <= 1 + 1e-9,
+                "--train_frac + --val_frac must be <= 1 (the test split gets the rest)",
             ),
             (not (self.resume and self.init_from), "use either --resume or --init_from, not both"),
         ]
@@ -178,6 +213,9 @@ HELP = {
     "dtype": "float32, or bfloat16 autocast",
     "progress": "show a progress bar",
     "tensorboard": "also log to CHECKPOINT_DIR/tb when tensorboard is installed",
+    "nonfinite": "a step whose loss or gradient is NaN or infinite: stop (the run has "
+    "diverged; the last checkpoint is kept as it was) or skip it (no update; "
+    f"{MAX_SKIPPED} in a row stop the run)",
 }
 CHOICES = {
     "model": MODELS,
@@ -186,6 +224,7 @@ CHOICES = {
     "backend": BACKENDS,
     "grad_clip_mode": ("norm", "value"),
     "lr_schedule": LR_SCHEDULES,
+    "nonfinite": NONFINITE,
 }
 
 
@@ -209,7 +248,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 *flags,
                 dest=f.name,
-                type=type(default),
+                type=RANGES.get(f.name) or PATHS.get(f.name) or type(default),
                 default=argparse.SUPPRESS,
                 choices=CHOICES.get(f.name),
                 metavar=None if f.name in CHOICES else f.name.upper(),
@@ -228,6 +267,11 @@ def config_from_args(given: dict, stored: dict | None = None) -> TrainConfig:
     """TrainConfig from explicitly given options over `stored` (a checkpoint's
     config on resume) over the defaults. Refuses changes to FIXED_ON_RESUME."""
     given = dict(given)
+    if given.get("resume") and given.get("init_from"):
+        raise UserError(
+            "use either --resume (continue CHECKPOINT_DIR/last.pt) or --init_from "
+            "(start a new run from a checkpoint's weights), not both"
+        )
     if given.pop("nanogpt_split", False):
         given["train_frac"], given["val_frac"] = 0.9, 0.1
     base = {k: v for k, v in (stored or {}).items() if k in FIELD_NAMES}

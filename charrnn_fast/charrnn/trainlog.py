@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.trainconfig import TrainConfig
 
 COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "tokens_per_s", "elapsed_s")
@@ -137,8 +138,14 @@ def drop_rows_after(path: Path, step: int) -> None:
     leave rows that the resumed run will write again."""
     if not path.is_file():
         return
-    with open(path, encoding="utf-8", newline="") as f:  # keep csv's \r\n as written
-        lines = f.read().splitlines(keepends=True)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # keep csv's \r\n as written
+            lines = f.read().splitlines(keepends=True)
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path} is not a text log ({e.reason} at byte {e.start}): it was damaged or "
+            "replaced; move it away to continue with a new log"
+        ) from None
     if not lines:
         return
 

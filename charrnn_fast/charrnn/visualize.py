@@ -35,6 +35,7 @@ from torch import Tensor
 from charrnn_fast.charrnn.errors import UserError
 from charrnn_fast.charrnn.model import CharRNN
 from charrnn_fast.charrnn.sample import load_model
+from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.vocab import Vocab, text_to_symbols
 
 PNG_MAX_CHARS = 3000  # matplotlib draws one text object per character; beyond this it crawls
@@ -81,7 +82,7 @@ def read_text(arg: str, literal: bool = False) -> str:
     when ARG looks like a file name but there is no such file (a typo would
     otherwise be drawn as the text); else ARG itself. With `literal`, always ARG."""
     if literal:
-        return arg
+        return _utf8_text(arg)
     path = Path(arg).expanduser()
     if path.is_file():
         try:
@@ -97,6 +98,15 @@ def read_text(arg: str, literal: bool = False) -> str:
             f"--text {arg}: no such file (to use these characters as the text itself, "
             "add --literal)"
         )
+    return _utf8_text(arg)
+
+
+def _utf8_text(arg: str) -> str:
+    """`arg` (from argv, decoded with surrogateescape) when it is UTF-8 text."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"--text is not valid UTF-8 (at character {e.start})") from None
     return arg
 
 
@@ -113,6 +123,8 @@ def record_all_states(model: CharRNN, vocab: Vocab, text: str) -> Tensor:
     one matrix product, and c_t = f_t * c_{t-1} + i_t * g_t is a cheap scan.
     """
     ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+    hint = "use a shorter text"
+    check_forward(model, 1, len(ids), f"a text of {len(ids):,} tokens", hint, all_layers=True)
     w = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     if model.embed is not None:
         x = w["embed.weight"][ids]

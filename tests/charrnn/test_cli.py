@@ -165,7 +165,7 @@ def test_temperature_must_be_positive(corpus, tmp_path, capsys):
     assert code == 0, err
     for t in ("0", "-0.5"):
         code, out, err = run(["sample", cv, "--temperature", t], capsys)
-        assert_user_error(code, err, "temperature must be > 0")
+        assert_user_error(code, err, "argument -t/--temperature", "expected a number in (0,")
         assert out == ""
     code, out, err = run(["sample", cv, "--prime", "It was ~", "-n", "3"], capsys)
     assert_user_error(code, err, "not in the vocabulary", "'~'")

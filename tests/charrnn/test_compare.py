@@ -55,7 +55,7 @@ def test_compare_trains_every_arm_and_reports(tmp_path, capsys):
 def test_compare_errors(tmp_path, capsys):
     for extra, needle in [
         (["--models", "lstm", "transformer"], "--models"),
-        (["--params", "10"], "--params must be >= 100"),
+        (["--params", "10"], "argument --params: expected an integer in [100,"),
     ]:
         assert main(["compare", "--data_dir", str(tmp_path), *extra]) == 2
         assert needle in capsys.readouterr().err

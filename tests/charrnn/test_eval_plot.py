@@ -93,9 +93,12 @@ def test_novel_counts_lines_absent_from_the_corpus(run_dir, capsys):
 def test_eval_errors(run_dir, tmp_path, capsys):
     for argv, needle in [
         ([str(tmp_path / "missing")], "checkpoint not found"),
-        ([str(run_dir), "--novel", "-1"], "--novel must be >= 1"),
+        ([str(run_dir), "--novel", "-1"], "argument --novel: expected an integer in [0,"),
         ([str(run_dir), "--data_dir", str(tmp_path)], "not prepared data"),
-        ([str(run_dir), "--batch_size", "0"], "must be >= 1"),
+        (
+            [str(run_dir), "--batch_size", "0"],
+            "argument --batch_size/--batch-size: expected an integer in [1,",
+        ),
     ]:
         assert main(["eval", *argv]) == 2
         err = capsys.readouterr().err

@@ -189,8 +189,8 @@ def test_unknown_characters_exit_2_listing_them(lstm_ckpt, tmp_path, capsys):
     [
         (["--layer", "2"], "--layer must be in 0..1"),
         (["--cell", "16"], "--cell takes indices in 0..15"),
-        (["--top", "0"], "--top must be >= 1"),
-        (["--out", "/nonexistent/dir/x.html"], "cannot write"),
+        (["--top", "0"], "argument --top: expected an integer in [1,"),
+        (["--out", "/nonexistent/dir/x.html"], "no such folder: /nonexistent/dir"),
     ],
 )
 def test_bad_options_exit_2(lstm_ckpt, capsys, argv, needle):
