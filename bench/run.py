@@ -233,18 +233,24 @@ def _time_group(group: dict[str, tuple[dict, Callable[[], object], str]], device
 @contextlib.contextmanager
 def _settings(args: argparse.Namespace) -> Iterator[None]:
     """Threads and TF32 as asked for the run, restored after (run() may be called in-process)."""
-    saved = (torch.get_num_threads(), torch.backends.cudnn.allow_tf32,
-             torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+    saved = (torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32)
+    tf32 = args.tf32 == "on"
+    # cudnn's flags through their context manager: a process that imported
+    # torch.testing._internal (its test utilities freeze plain assignment) can run this too.
     try:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
-        timing.steady_cpu_allocator()
-        yield
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled, allow_tf32=tf32,
+            benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic,
+        ):  # fmt: skip
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            timing.steady_cpu_allocator()
+            yield
     finally:
         torch.set_num_threads(saved[0])
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[1:]
+        torch.backends.cuda.matmul.allow_tf32 = saved[1]
 
 
 def _eta(done: int, total: int, elapsed_s: float) -> str:

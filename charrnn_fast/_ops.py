@@ -15,9 +15,18 @@ from charrnn_fast.contract import acc_dtype
 
 # Read by csrc/cpu/fused.cpp when _C loads: run narrower CPU kernels than the
 # CPU allows (the tests use it to cover the AVX2 and general paths).
+# A bad value is reported by the first LSTM call (backends/dispatch.py checks
+# every variable), not here: an import error would reach a command-line user as
+# a traceback before the CLI could say it in one line.
 _ISA = os.environ.get("CHARRNN_FAST_CPU_ISA", "auto")
-if _ISA not in ("auto", "avx512", "avx2", "none"):
-    raise ValueError(f"CHARRNN_FAST_CPU_ISA must be auto, avx512, avx2 or none, got {_ISA!r}")
+
+
+def isa_error() -> str | None:
+    """Why CHARRNN_FAST_CPU_ISA's value is refused, or None."""
+    if _ISA in ("auto", "avx512", "avx2", "none"):
+        return None
+    return f"CHARRNN_FAST_CPU_ISA must be auto, avx512, avx2 or none, got {_ISA!r}"
+
 
 _error: str | None = None
 try:

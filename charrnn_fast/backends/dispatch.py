@@ -51,9 +51,12 @@ def mode() -> str:
     """CHARRNN_FAST_DISPATCH, checked: auto, aten or ours. Also checks the other
     variables that steer which code runs, so that a malformed one is an error
     on any device, not only where it would be read."""
+    from charrnn_fast import _ops
     from charrnn_fast.backends import plans
 
     plans.parse_path_env(os.environ.get(plans.PATH_ENV, ""))
+    if _ops.isa_error() is not None:
+        raise ValueError(_ops.isa_error())
     for name in _REMOVED:
         if name in os.environ:
             raise ValueError(

@@ -53,6 +53,7 @@ from charrnn_fast.charrnn.trainparts import (
 )
 from charrnn_fast.charrnn.trainsamples import SampleWriter
 from charrnn_fast.charrnn.vocab import Vocab
+from charrnn_fast.threads import FreeCores
 
 
 @dataclass
@@ -324,8 +325,16 @@ class _Run:
         self.clock_start = t_last
         self.log.t0 = t_last - self.elapsed_base  # the log's clock is the run's clock
         self.net.train()
+        threads = None
+        if self.device.type == "cpu":
+            if cfg.threads > 0:
+                torch.set_num_threads(cfg.threads)
+            else:
+                threads = FreeCores()
         try:
             while self.step < self.max_iters and not out_of_time:
+                if threads is not None:
+                    threads.update()
                 lr = scheduled_lr(cfg, self.step, self.cpe, self.max_iters, self.time_seen)
                 pending.append(self.train_step(lr))
                 tokens += self.batches.tokens_per_chunk * info.world_size

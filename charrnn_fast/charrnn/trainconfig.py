@@ -62,6 +62,7 @@ RANGES: dict[str, Number] = {
     "eval_max_batches": count(0),
     "sample_every": count(0),
     "sample_length": count(1, 10**6),
+    "threads": count(0, 4096),
 }
 PATHS: dict[str, PathArg] = {"data_dir": IN_DIR, "checkpoint_dir": OUT_DIR, "init_from": IN_ANY}
 # Changing these on --resume would silently train a different model or data stream.
@@ -121,6 +122,7 @@ class TrainConfig:
     sample_length: int = 200
     device: str = "auto"
     dtype: str = "float32"
+    threads: int = 0
     progress: bool = True
     tensorboard: bool = True
     nonfinite: str = "stop"
@@ -211,6 +213,9 @@ HELP = {
     "sample_length": "characters per --sample_every sample",
     "device": "auto, cpu, cuda or cuda:N",
     "dtype": "float32, or bfloat16 autocast",
+    "threads": "CPU threads: 0 follows the cores other processes leave free (at most "
+    "torch's count: next to a busy process, threads that spin-wait for each other "
+    "would lose more than a core), N fixes N",
     "progress": "show a progress bar",
     "tensorboard": "also log to CHECKPOINT_DIR/tb when tensorboard is installed",
     "nonfinite": "a step whose loss or gradient is NaN or infinite: stop (the run has "

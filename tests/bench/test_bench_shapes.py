@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn_fast import backends, recurrence
+from charrnn_fast import backends
 from charrnn_fast.backends import Backend, reference
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,16 +139,15 @@ def test_the_check_catches_wrong_packed_and_projected_results(monkeypatch, dtype
     wrong = checker.check("bwd-off", v, dtype, "cpu", "fwdbwd")
     assert not wrong.ok and wrong.worst.startswith("d"), wrong  # a gradient
 
-    # Projected layers run recurrence.projected for every backend: shift its output.
-    real = recurrence.projected
+    # A backend whose projected op is off (the cpu backend's, output shifted).
+    def proj_off(*args):
+        y, c_all, gates, r = torch.ops.charrnn_fast.lstm_proj_fwd(*args)
+        return y + off, c_all, gates, r
 
-    def projected_off(gx, w_hh, w_hr, h0, c0):
-        y, hT, cT = real(gx, w_hh, w_hr, h0, c0)
-        return y + off, hT, cT
-
-    monkeypatch.setattr(recurrence, "projected", projected_off)
-    wrong = Checker().check("cpu", p, dtype, "cpu", "fwd")
-    assert not wrong.ok and wrong.worst == "y", wrong
+    cpu = backends.get("cpu")
+    _register(monkeypatch, "proj-off", proj_fwd=proj_off, proj_bwd=cpu.proj_bwd)
+    wrong = Checker().check("proj-off", p, dtype, "cpu", "fwd")
+    assert not wrong.ok and wrong.worst in ("y", "h_n"), wrong
 
 
 def test_cpu_runs_time_float32_and_bfloat16_by_default() -> None:
