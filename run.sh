@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, set-up included: prepare the complete works of Shakespeare,
 # train a char-rnn on charrnn_fast.LSTM, and sample from it.
-# On a CPU: the default recipe of `charrnn-fast train` (README: "The default recipe"),
+# On a CPU: the default recipe of `charrnn-fast train` (docs/charrnn.md: "The default recipe"),
 # 6 minutes of training. On a GPU: 3 x 512, bf16 (not yet run on a GPU).
 # Running it again resumes the same run (nothing is overwritten).
 set -euo pipefail

@@ -23,7 +23,7 @@ so the budget is the device's shared memory per block (after opt-in), of which
 W_hh may take _W_SHARE; the h tile and layout conversions need the rest.
 
 The thresholds between paths, the tile sizes and the warp counts are guesses
-until bench/run.py has measured them on a GPU (bench/results/): the three paths
+until bench/run.py has measured them on a GPU (docs/performance.md): the three paths
 all serve every size they accept, so the choice only moves speed.
 """
 

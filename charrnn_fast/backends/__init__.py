@@ -52,7 +52,8 @@ class Backend:
 _REGISTRY: dict[str, Backend] = {}
 
 # Preference order per device type. On CUDA the order between the fused
-# backends must come from bench/run.py results on a GPU (bench/results/).
+# backends is provisional until bench/run.py measures it on a GPU
+# (docs/performance.md).
 _ORDER: dict[str, tuple[str, ...]] = {
     "cpu": ("cpu", "reference"),
     "cuda": ("cuda", "triton", "reference"),

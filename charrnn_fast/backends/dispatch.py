@@ -17,7 +17,7 @@ CHARRNN_FAST_DISPATCH: `auto` (measure, the default), `aten` (ATen wherever it
 can serve: never measure, nn.LSTM's speed), `ours` (our kernels always; the
 tests use it). CHARRNN_FAST_CACHE_DIR: where the cache file lives (default
 $XDG_CACHE_HOME/charrnn_fast, else ~/.cache/charrnn_fast). docs/DESIGN.md,
-"Backends", states the rule; bench/results/ holds what it measured.
+"Backends", states the rule; docs/performance.md holds what was measured.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The input projection of the CPU backend through oneDNN, with its own backward.
 
-Why: nn.LSTM on the CPU runs oneDNN's RNN primitive, and on some CPUs oneDNN's
-fp32 GEMM is twice as fast as the MKL sgemm behind F.linear (measured on an
-AMD EPYC: 3.4 ms vs 1.7 ms for [2500,128]x[128,512]). The input projection is
+Why: nn.LSTM on the CPU runs oneDNN's RNN primitive, and on some CPUs (AMD
+EPYC) oneDNN's fp32 GEMM is about twice as fast as the MKL sgemm behind
+F.linear (docs/performance.md, "oneDNN for the GEMMs inside the CPU loop, our
+kernels for the projection", holds the measurements). The input projection is
 half of an LSTM's flops, so the cpu backend routes it, forward and backward,
 through mkldnn::_linear_pointwise (backends/cpu.py), with AVX-512 on weights
 packed by mkldnn::_reorder_linear_weight (the ops PyTorch's inductor uses for
@@ -39,10 +40,10 @@ def serves(x: Tensor) -> bool:
 
 
 # Whether to hand oneDNN its weight as it is (AVX2) or packed first by
-# _reorder_linear_weight (AVX-512). On a Zen 3 with AVX2 the plain weight gives
-# the same results, bit for bit, at the same GEMM speed without the reorder's
-# copy (0.1-0.75 ms a call at char-rnn's [512, 128]: 1-3% of its fwd+bwd);
-# with AVX-512 only the packed form was ever measured.
+# _reorder_linear_weight (AVX-512). With AVX2 the plain weight gives the same
+# results, bit for bit, at the same GEMM speed without the reorder's copy
+# (1-3% of char-rnn's fwd+bwd); with AVX-512 only the packed form has been
+# measured (docs/performance.md).
 _PACK = _ops.cpu_vector_width() != 8
 
 
@@ -56,8 +57,8 @@ def _mm_nt(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
 def _input_grad(gy: Tensor, w: Tensor) -> Tensor:
     """gy[M,N] @ w[N,K] -> [M,K]. Small weights (char-rnn sizes): charrnn_fast's
     own kernel reads w's transpose in place, where oneDNN needs a transposed copy
-    and a reorder on every call (0.77x of its time at [2500,512]x[512,128],
-    measured); larger ones: oneDNN (our packing, one thread, costs more there)."""
+    and a reorder on every call (ours is faster there: docs/performance.md);
+    larger ones: oneDNN (our packing, one thread, costs more there)."""
     if _ops.load_error() is None and w.numel() <= 1 << 18:
         return torch.ops.charrnn_fast.mm_nt(gy, w.t(), None)
     return _mm_nt(gy, w.t().contiguous())

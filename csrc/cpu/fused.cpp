@@ -52,8 +52,9 @@ static int64_t pack_grain(int64_t floats_per_block) {
 // dst[kk * ld_dst + l] = row_l[kk] for l < rows, kk < K (rows <= VW rows of
 // a source read along kk; lanes l >= rows are zero): a [rows, K] -> [K, VW]
 // transpose in blocks of 16 k, so both sides stay within a few cache lines.
-// Element by element along the gather (one cache line per element) it was
-// ~1.7 GB/s: 12 ms per call for 3x512's 20 MiB of weights when decoding.
+// Element by element along the gather (one cache line per element) the
+// transpose would run at a few GB/s, milliseconds per call for a 3x512
+// model's 20 MiB of weights when decoding.
 template <typename Row>
 static void transpose_rows(const Row& row_l, int64_t rows, int64_t VW, int64_t K, float* dst,
                            int64_t ld_dst) {
@@ -134,11 +135,10 @@ at::Tensor pack_columns(const FusedKernels& k, const at::Tensor& src, int64_t N,
 }
 
 at::Tensor mm_tn(const FusedKernels& k, const at::Tensor& a, const at::Tensor& b) {
-  // With 8-wide vectors (AVX2) MKL's sgemm behind at::mm is the faster kernel:
-  // 1.5x at dW of char-rnn ([2500, 512]^T [2500, 128]) and 2.1-2.6x at
-  // H = 512-1024 on a Zen 3, where gemm_tn ran at 22-27 GFLOP/s per core
-  // (bench/results/2026-12-02-cpu-zen3-avx2.md). With AVX-512 gemm_tn wins:
-  // MKL runs its AVX2 code on AMD CPUs.
+  // With 8-wide vectors (AVX2) MKL's sgemm behind at::mm is the faster kernel
+  // at every measured dW shape; with AVX-512 gemm_tn is, since MKL runs its
+  // AVX2 code on AMD CPUs (docs/performance.md, "AVX2 weight gradients go to
+  // MKL's sgemm").
   if (k.vw == 8 && at::globalContext().hasMKL()) return at::mm(a.t(), b);
   const int64_t K = a.size(0), M = a.size(1), N = b.size(1);
   if (K == 0) return at::zeros({M, N}, a.options());  // gemm_tn would write nothing

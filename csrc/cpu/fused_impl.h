@@ -78,8 +78,9 @@ FUSED_INLINE vf vexp(vf x) {
 
 // 1 / d for d >= 1 (the denominators below): the hardware estimate (14 bits
 // with AVX-512, 12 with AVX2) refined by one Newton step to ~23 bits. Three
-// pipelined instructions where a division issues only every few cycles: five
-// divisions per unit were most of the cost of the step's pointwise update.
+// pipelined instructions where a division issues only every few cycles: with
+// five divisions per unit, division would be most of the cost of the step's
+// pointwise update.
 FUSED_INLINE vf vrecip(vf d) {
 #if FUSED_VW == 16
   const vf r = __builtin_ia32_rcp14ps512_mask(d, vf{}, (unsigned short)0xFFFF);
@@ -222,12 +223,12 @@ FUSED_INLINE void blocks_then_rows(int64_t rows, int64_t jb0, int64_t jb1, const
 // step_tile_half per unit block, every row tile inside each block) leaves the
 // group's pre-activations in `pre` (128 KB, in L2), then the update runs row
 // by row. That way the reads of gx and the writes of c, h and the gates run
-// along whole rows, which the hardware prefetchers follow. With the update
-// inside each tile (step_tile) they were 32-byte pieces of 6 rows x 4 gates
-// that missed the cache: the step took 1.6-1.8x as long at H = 128-512 on a
-// Zen 3 (same results, bit for bit). Groups below 12 rows (H > 680) would
+// along whole rows, which the hardware prefetchers follow; with the update
+// inside each tile (step_tile) they are 32-byte pieces of 6 rows x 4 gates
+// that miss the cache (same results, bit for bit; docs/performance.md, "The
+// AVX2 forward step runs in two phases"). Groups below 12 rows (H > 680) would
 // stream W once per few rows; they, one or two rows (too few accumulators per
-// pass), and AVX-512 (not measured this way) run step_tile.
+// pass), and AVX-512 (where this form was not measured) run step_tile.
 constexpr int64_t kPreVectors = 4096;
 constexpr int64_t kMinGroup = 2 * kHalfRows;
 

@@ -2,8 +2,9 @@
 // with W packed once and reused (at every step, for the recurrent GEMMs).
 //
 // Why oneDNN: nn.LSTM on CPU runs oneDNN's RNN primitive, and on some CPUs
-// (measured on an AMD EPYC: 69 us vs 39 us for a [50,128]x[128,512] fp32
-// product) oneDNN's GEMM is twice as fast as the MKL sgemm behind at::addmm.
+// (AMD EPYC) oneDNN's fp32 GEMM is about twice as fast as the MKL sgemm
+// behind at::addmm (docs/performance.md, "oneDNN for the GEMMs inside the
+// CPU loop").
 // So for fp32 we pack W once with mkldnn::_reorder_linear_weight and call
 // mkldnn::_linear_pointwise.binary(..., "add") per step, the pair PyTorch's
 // own inductor uses for CPU linear+add. Those are internal ops: when they are

@@ -5,8 +5,9 @@
 // change every training step), which cost 100-260 us per call at char-rnn
 // sizes, ~6% of a training step; our column panels are a plain copy of W (or
 // of its transpose, for the input gradient) and the kernels match oneDNN's
-// GEMM speed on these shapes (bench/results/2026-12-01-cpu-*). MKL's sgemm
-// behind at::mm runs at about half the FMA peak on AMD EPYC.
+// GEMM speed on these shapes, while MKL's sgemm behind at::mm runs at about
+// half the FMA peak on AMD EPYC (docs/performance.md, "oneDNN for the GEMMs
+// inside the CPU loop, our kernels for the projection").
 // Legend: M rows, K inner dimension, N output columns.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

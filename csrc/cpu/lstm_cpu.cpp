@@ -276,8 +276,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_bwd_cpu(
     });
   }
   // dW_hh = sum_t dgates_t^T h_{t-1}, h_{-1} = h0: steps 1.. in one GEMM that
-  // reads y in place, then step 0's term (h0 and y were once concatenated into a
-  // [T, B, H] copy for one GEMM). fp32: cpu::mm_tn, which picks gemm_tn or MKL's
+  // reads y in place, then step 0's term (no [T, B, H] copy of h0 and y for one
+  // GEMM). fp32: cpu::mm_tn, which picks gemm_tn or MKL's
   // sgemm by ISA (fused.cpp).
   at::Tensor dw;  // [4H, H]
   if (d.T > 0) {

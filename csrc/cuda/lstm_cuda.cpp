@@ -3,7 +3,7 @@
 // below). Kernels live in the lean *.cu files next to this one (kernels.h is
 // the boundary).
 //
-// Path selection rule (copy into README):
+// Path selection rule (docs/DESIGN.md, "Which kernel runs on a GPU"):
 //   Each direction (forward, backward) runs one of two paths.
 //   * persistent: one cooperative launch for all T steps; every block keeps its
 //     slice of W_hh in shared memory for the whole sequence and the blocks that

@@ -21,7 +21,7 @@ namespace charrnn_fast::cuda {
 // faster than this, however many blocks share the work.
 constexpr double kL2BytesPerClk = 2800.0;
 // The stepwise path's model (stepwise_cost), equally rough estimates: HBM
-// bandwidth (about 3.0 TB/s measured on an H100 at 1.98 GHz), the cost of one
+// bandwidth (about 3.0 TB/s on an H100 at 1.98 GHz), the cost of one
 // small dependent kernel on the stream (launch, ramp and tail: about 2.5 us),
 // the tensor-core and FP32-FMA multiply-add rates of one SM, and the fraction
 // of them a small-batch cuBLAS GEMM reaches.

@@ -149,7 +149,7 @@ def test_triton_plans_fit_the_device(limits):
 
 
 def test_triton_small_path_thresholds_on_an_h100():
-    # README, "Which kernel runs on a GPU": H <= 64 in fp32, <= 128 in bf16/fp16.
+    # docs/DESIGN.md, "Which kernel runs on a GPU": H <= 64 in fp32, <= 128 in bf16/fp16.
     small = {
         dt: max(H for H in range(16, 513, 16)
                 if triton_planner.make_plan(64, H, dt, plans.H100).path == "small")
