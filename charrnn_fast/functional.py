@@ -199,7 +199,8 @@ def _aten_serves(x, hx, weights, batch_sizes, backend, needs_grad, shape, aten, 
     if m != "auto":
         return m == "aten"
     key = dispatch.Key.of(T, B, I, H, P, L, D, x.dtype, needs_grad, batch_sizes is not None)
-    return dispatch.decide(key, *_probes(x, hx, weights, needs_grad, aten, ours)).choice == "aten"
+    probes = lambda: _probes(x, hx, weights, needs_grad, aten, ours)  # noqa: E731
+    return dispatch.decide(key, probes).choice == "aten"
 
 
 def _probes(x, hx, weights, needs_grad, aten, ours):

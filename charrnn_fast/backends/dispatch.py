@@ -223,8 +223,12 @@ def measure(
     return Decision(choice, r, len(ratios), f"measured: ours takes {r:.2f}x ATen's time")
 
 
-def decide(key: Key, run_aten: Callable[[], object], run_ours: Callable[[], object]) -> Decision:
-    """The decision for `key`: remembered, read from the cache file, or measured now."""
+def decide(
+    key: Key, probes: Callable[[], tuple[Callable[[], object], Callable[[], object]]]
+) -> Decision:
+    """The decision for `key`: remembered, read from the cache file, or measured
+    now on the (run_aten, run_ours) pair that `probes()` builds (only then: the
+    inputs it makes would cost every call a millisecond)."""
     d = _memo.get(key)
     if d is not None:
         return d
@@ -233,7 +237,7 @@ def decide(key: Key, run_aten: Callable[[], object], run_ours: Callable[[], obje
         d = Decision(hit["choice"], float(hit.get("ratio", "nan")), int(hit.get("rounds", 0)),
                      "from the cache file " + str(cache_path()))  # fmt: skip
     else:
-        d = measure(run_aten, run_ours)
+        d = measure(*probes())
         _save(key, d)
     _memo[key] = d
     return d
