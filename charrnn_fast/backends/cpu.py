@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from charrnn_fast import _ops
-from charrnn_fast.backends import Backend, onednn
+from charrnn_fast.backends import onednn
+from charrnn_fast.backends.base import Backend
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from charrnn_fast import _ops
-from charrnn_fast.backends import Backend, plans
+from charrnn_fast.backends import plans
+from charrnn_fast.backends.base import Backend
 from charrnn_fast.backends.cpu import bwd, fwd
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from charrnn_fast.backends import Backend, plans
+from charrnn_fast.backends import plans
 from charrnn_fast.backends import triton_runtime as rt
+from charrnn_fast.backends.base import Backend
 from charrnn_fast.contract import check_bwd, check_fwd
 from charrnn_fast.kernels import plan as planner
 

