@@ -26,6 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from charrnn_fast.charrnn import distributed as ddp
+from charrnn_fast.charrnn import precision
 from charrnn_fast.charrnn.checkpoint import (
     capture_rng_state,
     clear_old_run,
@@ -175,6 +176,16 @@ class _Run:
                 self.model.load_state_dict(ckpt["model"])
             except RuntimeError as e:
                 raise CheckpointError(f"{ckpt['path']}: weights do not fit ({e})") from e
+        if cfg.dtype == "auto":  # measured on this model and machine (precision.py)
+            choice, why = precision.choose(
+                self.model, len(self.vocab), len(self.rows), cfg.seq_length, device
+            )
+            if info.enabled:  # every rank trains in rank 0's choice
+                flag = ddp.broadcast_flag(choice == "bfloat16", info, device)
+                choice = "bfloat16" if flag else "float32"
+            cfg.dtype = choice  # recorded resolved in every checkpoint
+            if info.is_main:
+                print(f"--dtype auto: {choice} ({why})", file=sys.stderr)
         if ckpt is not None and cfg.resume:
             self._restore(ckpt)
         elif info.rank > 0:
