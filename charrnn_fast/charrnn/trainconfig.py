@@ -121,7 +121,7 @@ class TrainConfig:
     sample_every: int = 0
     sample_length: int = 200
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"
     threads: int = 0
     progress: bool = True
     tensorboard: bool = True
