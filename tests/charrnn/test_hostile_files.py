@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn_fast.charrnn import corpora, runlock
+from charrnn_fast.charrnn import corpora, runlock, sources
 from charrnn_fast.charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn_fast.charrnn.data import load_prepared
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError
@@ -96,7 +96,7 @@ def test_prepare_names_unreadable_files(tmp_path, capsys, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(corpora, "open", no_permission, raising=False)
+    monkeypatch.setattr(sources, "open", no_permission, raising=False)  # files_source opens
     code, _, err = run(["prepare", str(top), "--out", str(tmp_path / "d")], capsys)
     assert_user_error(code, err, "Permission denied (EACCES)", str(top / "b.txt"))
     assert not (tmp_path / "d" / "meta.json").exists()
