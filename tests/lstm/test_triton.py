@@ -209,7 +209,6 @@ def test_out_of_resources_falls_back(monkeypatch):
 
     monkeypatch.setattr(plans, "FALLBACKS", plans.FallbackCache())
     monkeypatch.delenv("CHARRNN_FAST_PATH", raising=False)
-    monkeypatch.delenv("CHARRNN_FAST_TRITON_PATH", raising=False)
     like = torch.empty(0, dtype=torch.bfloat16, device=DEV)
     with pytest.warns(UserWarning, match="does not fit"):
         assert tb_mod._run("fwd", 3, 16, 5, like, launch, {}) == "ok"
@@ -337,7 +336,6 @@ def test_persistent_grid_that_cannot_be_co_resident_falls_back(monkeypatch):
 
     monkeypatch.setattr(plans, "FALLBACKS", plans.FallbackCache())
     monkeypatch.delenv("CHARRNN_FAST_PATH", raising=False)
-    monkeypatch.delenv("CHARRNN_FAST_TRITON_PATH", raising=False)
     tiny = replace(LIMITS, regs_per_sm=1)
     monkeypatch.setattr(plans, "device_limits", lambda device=None: tiny)
     _, persistent, _ = triton_runtime.kernels()
