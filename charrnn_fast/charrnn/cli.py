@@ -277,22 +277,18 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from charrnn_fast.charrnn.devices import check_backend, resolve_device
-    from charrnn_fast.charrnn.sample import write_samples
+    from charrnn_fast.charrnn.sample import sampler_options, write_samples
 
     check_backend(None if args.backend == "auto" else args.backend, resolve_device(args.device))
     write_samples(
         args.checkpoint,
+        sampler_options(args.temperature, args.top_k, args.top_p, args.argmax, args.seed),
         args.length,
         args.prime,
-        args.temperature,
-        args.top_k,
-        args.argmax,
-        args.seed,
         args.num_samples,
         args.device,
         None if args.backend == "auto" else args.backend,
         args.skip_unknown,
-        top_p=args.top_p,
     )
     return 0
 
