@@ -64,13 +64,13 @@ def decoder(
     zeros = torch.zeros(L, B, H, device=dev)
     weights = [getattr(lstm, n) for n in lstm._flat_weights_names]
     rows = torch.arange(B, device=dev)
+    model = (weights, head.weight, head.bias)
 
     @torch.no_grad()
     def compiled(n: int, argmax: bool) -> Tensor:
-        return generate.lstm_lm_generate(
-            start, zeros, zeros, None, weights, head.weight, head.bias, n, argmax=argmax,
-            seed=seed,
-        )[0]  # fmt: skip
+        sampler = generate.SamplerOptions(argmax=argmax, seed=seed)
+        ids, _, _ = generate.lstm_lm_generate(start, zeros, zeros, None, *model, n, sampler)
+        return ids
 
     @torch.no_grad()
     def loop(n: int, argmax: bool) -> Tensor:

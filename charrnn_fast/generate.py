@@ -9,7 +9,8 @@ captured as a CUDA graph of GRAPH_CHUNK steps and replayed (one launch per
 chunk instead of ~10 per layer and step). Elsewhere (other dtypes, a CPU
 without AVX2) the same PyTorch loop runs one step at a time. All use the same
 sampler, so they give the same tokens for the same seed up to rounding of the
-logits. The sampler's rule is written out in csrc/cpu/sampler.h.
+logits. The sampler's rule is written out in csrc/cpu/sampler.h; its settings
+travel as one SamplerOptions, unpacked only at the op call.
 Legend: L layers, B rows (independent streams), H hidden units, V vocabulary,
 E embedding size.
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,40 +62,76 @@ def uniform(seed: int, rows: Tensor, pos: int | Tensor) -> Tensor:
     return _srl(_mix(_mix(s ^ rows) ^ pos), 11).double() * 2.0**-53
 
 
-def check_sampler_args(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:
-    """ValueError naming the argument, as the compiled op words it."""
-    if not argmax and not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(
-            f"temperature must be > 0 and finite (got {temperature}); use argmax for greedy"
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How each next token is drawn from the logits (the rule of csrc/cpu/sampler.h):
+    softmax(logits / temperature) restricted to the top_k most likely tokens
+    (0 = all) and to the top_p nucleus (1 = all), or the argmax; row b's draw at
+    output position p uses uniform(seed, b, p). Checked when made: a ValueError
+    naming the field, as the compiled op words it. Any Python int seed works
+    (taken mod 2^64)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    argmax: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if not self.argmax and not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"temperature must be > 0 and finite (got {t}); use argmax for greedy")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = all), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1 = all), got {self.top_p}")
+
+    def op_args(self) -> tuple[float, int, float, bool, int]:
+        """The decode ops' sampler arguments in their schema's order, the seed as
+        the int64 they take."""
+        return self.temperature, self.top_k, self.top_p, self.argmax, _seed_bits(self.seed)
+
+
+def sampler_of(sampler: SamplerOptions | None, settings: dict[str, Any]) -> SamplerOptions:
+    """`sampler`, or the SamplerOptions of settings given by keyword (temperature=,
+    top_k=, top_p=, argmax=, seed=: what the functions here also accept); not both."""
+    if sampler is None:
+        return SamplerOptions(**settings)
+    if not isinstance(sampler, SamplerOptions):
+        raise TypeError(
+            f"sampler must be a SamplerOptions, got {type(sampler).__name__} {sampler!r} "
+            "(the settings alone go by keyword: temperature=..., seed=...)"
         )
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = all), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (1 = all), got {top_p}")
+    if settings:
+        raise TypeError(
+            f"the sampler's settings go in sampler or by keyword, not both: got sampler and "
+            f"{', '.join(settings)}"
+        )
+    return sampler
 
 
 def pick(
     logits: Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    argmax: bool = False,
-    seed: int = 0,
+    sampler: SamplerOptions | None = None,
     rows: Tensor | None = None,
     pos: int | Tensor = 0,
+    **settings: Any,
 ) -> Tensor:
     """Next token ids [B] (int64) from logits [B, V] by the rule of csrc/cpu/sampler.h.
 
+    sampler: the SamplerOptions (or its settings by keyword, see `sampler_of`);
     rows: each row's stream number (default 0..B-1); pos: the output position.
     Any temperature > 0 is safe: weights are exp((z - max z) / T) in float64.
     """
+    o = sampler_of(sampler, settings)
+    temperature, top_k, top_p = o.temperature, o.top_k, o.top_p
     B, V = logits.shape
     # NaN logits are never picked (as -inf): a row of them gives token 0, as does the
     # compiled sampler (torch.argmax would take a NaN for the maximum). Infinities stay
     # (nan_to_num's default would clamp them to the largest finite double).
     z = logits.double().nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     best = z.argmax(dim=1)  # the first maximum
-    if argmax:
+    if o.argmax:
         return best
     w = torch.exp((z - z.max(dim=1, keepdim=True).values) / temperature)
     if 0 < top_k < V:
@@ -107,7 +146,7 @@ def pick(
         total = w.sum(dim=1, keepdim=True)
     if rows is None:
         rows = torch.arange(B, device=logits.device)
-    target = uniform(seed, rows.to(logits.device), pos).unsqueeze(1) * total
+    target = uniform(o.seed, rows.to(logits.device), pos).unsqueeze(1) * total
     cum = torch.cumsum(w, dim=1)
     hit = (cum > target) & (w > 0)
     # The first hit; rounding can leave none (target in the last ulp): the last kept token.
@@ -137,12 +176,9 @@ def lstm_lm_generate(
     head_w: Tensor,
     head_b: Tensor | None,
     steps: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    argmax: bool = False,
-    seed: int = 0,
+    sampler: SamplerOptions | None = None,
     offset: int = 0,
+    **settings: Any,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Feed tokens[B], sample the next token, feed it, ... `steps` times.
 
@@ -152,23 +188,20 @@ def lstm_lm_generate(
     weights: nn.LSTM's flat list (unidirectional, no projection): per layer
         w_ih [4H, I], w_hh [4H, H] and, with biases, b_ih [4H], b_hh [4H].
     head_w [V, H], head_b [V] or None: logits = h_top head_w^T + head_b.
-    seed, offset: row b's sample at output position offset + s uses the random
-        number uniform(seed, b, offset + s), so splitting a generation into
-        calls (offset = tokens generated so far) changes nothing.
+    sampler: the SamplerOptions, or its settings by keyword (temperature=0.8, ...).
+    offset: row b's sample at output position offset + s uses the random
+        number uniform(sampler.seed, b, offset + s), so splitting a generation
+        into calls (offset = tokens generated so far) changes nothing.
     Returns ids [B, steps] int64 and the state (h, c) [L, B, H]: every token
     fed but the last sampled one, which is the `tokens` of the next call.
     """
-    check_sampler_args(temperature, top_k, top_p, argmax)
+    sampler = sampler_of(sampler, settings)
     _check_like(h0, c0=c0, embed=embed, weights=weights, head_w=head_w, head_b=head_b)
+    model = _Model(embed, weights, head_w, head_b)
     if compiled_available(h0.device, h0.dtype):
-        return torch.ops.charrnn_fast.lstm_lm_generate(
-            tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
-            argmax, _seed_bits(seed), offset,
-        )  # fmt: skip
-    return _generate_python(
-        tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
-        argmax, seed, offset,
-    )  # fmt: skip
+        op = torch.ops.charrnn_fast.lstm_lm_generate
+        return op(tokens, h0, c0, *model, steps, *sampler.op_args(), offset)
+    return _generate_python(tokens, h0, c0, model, steps, sampler, offset)
 
 
 # The non-LSTM cells, by nn.RNNBase's mode names (lower-cased).
@@ -185,12 +218,9 @@ def rnn_lm_generate(
     head_w: Tensor,
     head_b: Tensor | None,
     steps: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    argmax: bool = False,
-    seed: int = 0,
+    sampler: SamplerOptions | None = None,
     offset: int = 0,
+    **settings: Any,
 ) -> tuple[Tensor, Tensor]:
     """lstm_lm_generate for a GRU (mode "gru") or vanilla RNN ("rnn_tanh",
     "rnn_relu") language model, with the same sampler and random streams.
@@ -202,18 +232,24 @@ def rnn_lm_generate(
     """
     if mode not in RNN_MODES:
         raise ValueError(f"mode must be one of {sorted(RNN_MODES)}, got {mode!r}")
-    check_sampler_args(temperature, top_k, top_p, argmax)
+    sampler = sampler_of(sampler, settings)
     _check_like(h0, embed=embed, weights=weights, head_w=head_w, head_b=head_b)
+    model = _Model(embed, weights, head_w, head_b)
     if compiled_available(h0.device, h0.dtype):
-        return torch.ops.charrnn_fast.rnn_lm_generate(
-            mode, tokens, h0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
-            argmax, _seed_bits(seed), offset,
-        )  # fmt: skip
-    ids, h, _ = _generate_python(
-        tokens, h0, None, embed, weights, head_w, head_b, steps, temperature, top_k, top_p,
-        argmax, seed, offset, mode=mode,
-    )  # fmt: skip
+        op = torch.ops.charrnn_fast.rnn_lm_generate
+        return op(mode, tokens, h0, *model, steps, *sampler.op_args(), offset)
+    ids, h, _ = _generate_python(tokens, h0, None, model, steps, sampler, offset, mode)
     return ids, h
+
+
+class _Model(NamedTuple):
+    """A language model's tensors as the decode loops take them (shapes in
+    lstm_lm_generate), in the ops' order."""
+
+    embed: Tensor | None
+    weights: list[Tensor]
+    head_w: Tensor
+    head_b: Tensor | None
 
 
 def _check_like(h0: Tensor, **named: Tensor | list[Tensor] | None) -> None:
@@ -238,10 +274,11 @@ def _check_tokens(tokens: Tensor, vocab: int) -> None:
         raise ValueError(f"tokens[{i}] = {int(tokens[i])} is outside the vocabulary [0, {vocab})")
 
 
-def _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, pos, mode="lstm"):
+def _step(cur, h, c, model: _Model, sampler: SamplerOptions, rows, pos, mode="lstm"):
     """One token per row: feed cur[B] (int64), update the lists h, c of [B, H]
     per layer in place (c empty but for an LSTM), return the next tokens [B].
     pos: int or int64 0-d tensor."""
+    embed, weights, head_w, head_b = model
     L = len(h)
     per = len(weights) // L
     if embed is not None:
@@ -269,31 +306,30 @@ def _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, pos, mode="l
             hid = torch.tanh(pre) if mode == "rnn_tanh" else torch.relu(pre)
         h[layer] = hid.to(h[layer].dtype)
         x = h[layer]
-    return pick(F.linear(x, head_w, head_b), *sampler, rows=rows, pos=pos)
+    return pick(F.linear(x, head_w, head_b), sampler, rows=rows, pos=pos)
 
 
 def _generate_python(
-    tokens, h0, c0, embed, weights, head_w, head_b, steps, temperature, top_k, top_p, argmax,
-    seed, offset, mode="lstm",
-):  # fmt: skip
+    tokens, h0, c0, model: _Model, steps: int, sampler: SamplerOptions, offset: int, mode="lstm"
+):
     """The same loop in PyTorch, one step at a time (any device and dtype); on
     CUDA, whole chunks of steps replay as CUDA graphs (_generate_graphed).
     c0 is None but for an LSTM, and so is the c returned."""
     tokens = tokens.to(h0.device)
     if not (h0.is_cuda and torch.cuda.is_current_stream_capturing()):  # the check syncs
-        _check_tokens(tokens, embed.shape[0] if embed is not None else head_w.shape[0])
-    sampler = (temperature, top_k, top_p, argmax, seed)
+        vocab = model.embed.shape[0] if model.embed is not None else model.head_w.shape[0]
+        _check_tokens(tokens, vocab)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
     h, c = list(h0.unbind(0)), [] if c0 is None else list(c0.unbind(0))
     cur, out, done = tokens, [], 0
     if h0.is_cuda and steps >= 2 * GRAPH_CHUNK and not torch.cuda.is_current_stream_capturing():
+        chunks = steps // GRAPH_CHUNK
         ids, cur, h, c = _generate_graphed(
-            tokens, h0, c0, embed, weights, head_w, head_b, steps // GRAPH_CHUNK, sampler, rows,
-            offset, mode=mode,
-        )  # fmt: skip
+            tokens, h0, c0, model, chunks, sampler, rows, offset, mode=mode
+        )
         out, done = [ids], ids.shape[1]
     for s in range(done, steps):
-        cur = _step(cur, h, c, embed, weights, head_w, head_b, sampler, rows, offset + s, mode)
+        cur = _step(cur, h, c, model, sampler, rows, offset + s, mode)
         out.append(cur.unsqueeze(1))
     ids = torch.cat(out, dim=1) if out else tokens.new_empty((tokens.shape[0], 0))
     return ids, torch.stack(h), torch.stack(c) if c else None
@@ -305,9 +341,17 @@ GRAPH_CHUNK = 32
 
 
 def _generate_graphed(
-    tokens, h0, c0, embed, weights, head_w, head_b, chunks, sampler, rows, offset, capture=True,
+    tokens,
+    h0,
+    c0,
+    model: _Model,
+    chunks,
+    sampler: SamplerOptions,
+    rows,
+    offset,
+    capture=True,
     mode="lstm",
-):  # fmt: skip
+):
     """`chunks` x GRAPH_CHUNK steps of _step on CUDA: the chunk is captured once
     as a CUDA graph (which also moves the state buffers on), then replayed.
     Same kernels, same order as the eager loop, so the same tokens.
@@ -322,7 +366,7 @@ def _generate_graphed(
     def chunk() -> None:
         hh, cc, nxt = list(h), list(c), cur
         for s in range(GRAPH_CHUNK):
-            nxt = _step(nxt, hh, cc, embed, weights, head_w, head_b, sampler, rows, pos + s, mode)
+            nxt = _step(nxt, hh, cc, model, sampler, rows, pos + s, mode)
             ids[:, s] = nxt
         # The graph moves its own inputs on, so replays follow one another.
         cur.copy_(nxt)

@@ -27,6 +27,15 @@ def forward_outputs(gx: Tensor, c0: Tensor, training: bool) -> tuple[Tensor, Ten
     return y, c_all, gates
 
 
+def backward_buffers(dy: Tensor, dhT: Tensor, dcT: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For dy[T,B,H], dhT[B,H], dcT[B,H]: dgx[T,B,4H] in the input dtype (to be
+    written) and the fp32 carries dh, dc [B,H] = dhT, dcT, which the split-H
+    backward kernels update in place (lstm_persistent, lstm_stepwise)."""
+    T, B, H = dy.shape
+    dgx = dy.new_empty((T, B, 4 * H))
+    return dgx, dhT.to(torch.float32, copy=True), dcT.to(torch.float32, copy=True)
+
+
 @triton.jit
 def tanh(x):
     # tl.math.tanh and libdevice do not exist under TRITON_INTERPRET=1. This

@@ -60,7 +60,14 @@ import triton.language as tl
 from torch import Tensor
 
 from charrnn_fast.kernels import plan
-from charrnn_fast.kernels.lstm_common import forward_outputs, grid_barrier, mm, tanh, to_dtype
+from charrnn_fast.kernels.lstm_common import (
+    backward_buffers,
+    forward_outputs,
+    grid_barrier,
+    mm,
+    tanh,
+    to_dtype,
+)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Barrier counters, one per batch tile, this many int32 words (128 bytes) apart.
@@ -328,25 +335,31 @@ def _launch(kernel, grid: tuple[int, int], args: tuple, limits: plan.Limits, **c
         raise OutOfResources(n, n - 1, f"co-resident programs ({e})") from e
 
 
+def split_h(run: plan.Launch, B: int, H: int, persistent: bool) -> tuple[tuple[int, int], dict]:
+    """The grid (hidden-unit blocks, batch tiles) and the tile constants of
+    _fwd_kernel / _bwd_kernel for `run`: one launch for all steps (persistent)
+    or one step per launch (lstm_stepwise.py, where nothing stays resident)."""
+    p = run.plan
+    grid = (triton.cdiv(H, p.block_j), triton.cdiv(B, p.block_b))
+    consts = dict(
+        BLOCK_B=p.block_b,
+        BLOCK_J=p.block_j,
+        BLOCK_K=p.block_k,
+        W_RESIDENT=p.w_resident and persistent,
+        PERSISTENT=persistent,
+        PREC=run.prec,
+        num_warps=p.num_warps,
+    )
+    return grid, consts
+
+
 def forward(
-    gx: Tensor,
-    w_hh: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    training: bool,
-    *,
-    block_b: int,
-    block_j: int,
-    block_k: int,
-    w_resident: bool,
-    num_warps: int,
-    prec: str,
-    limits: plan.Limits,
+    gx: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, training: bool, run: plan.Launch
 ) -> tuple[Tensor, Tensor, Tensor]:
     """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H] fp32, gates.
 
     One launch for all T steps over a grid of cdiv(H, block_j) x cdiv(B, block_b)
-    programs, which must all be resident at once on the device of `limits`
+    programs, which must all be resident at once on the device of run.limits
     (the planner keeps the grid within its SM count, _launch checks the
     compiled kernel's occupancy: OutOfResources otherwise) and whose barrier
     counter must not pass 2^31 (cdiv(H, block_j) * T < 2^31, kernels/plan.py).
@@ -356,14 +369,10 @@ def forward(
     y, c_all, gates = forward_outputs(gx, c0, training)
     if T * B == 0:
         return y, c_all, gates
-    grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
-    args = (gx, w_hh, h0, c_all, y, gates if training else y,  # never written when not training
-            counters(grid[1], gx.device), 0, T, B, H)  # fmt: skip
-    _launch(
-        _fwd_kernel, grid, args, limits,
-        BLOCK_B=block_b, BLOCK_J=block_j, BLOCK_K=block_k, W_RESIDENT=w_resident,
-        PERSISTENT=True, STORE_GATES=training, PREC=prec, num_warps=num_warps,
-    )  # fmt: skip
+    grid, consts = split_h(run, B, H, persistent=True)
+    gates_out = gates if training else y  # never written when not training
+    args = (gx, w_hh, h0, c_all, y, gates_out, counters(grid[1], gx.device), 0, T, B, H)
+    _launch(_fwd_kernel, grid, args, run.limits, STORE_GATES=training, **consts)
     return y, c_all, gates
 
 
@@ -374,28 +383,15 @@ def backward(
     w_hh: Tensor,
     c_all: Tensor,
     gates: Tensor,
-    *,
-    block_b: int,
-    block_j: int,
-    block_k: int,
-    w_resident: bool,
-    num_warps: int,
-    prec: str,
-    limits: plan.Limits,
+    run: plan.Launch,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """dy[T,B,H], dhT[B,H], dcT[B,H], w_hh[4H,H], c_all[T+1,B,H], gates[T,B,4H]
     -> dgx[T,B,4H], dh0[B,H], dc0[B,H] (all in the input dtype). One launch, as
     forward()."""
     T, B, H = dy.shape
-    dgx = dy.new_empty((T, B, 4 * H))
-    dh = dhT.to(torch.float32, copy=True)
-    dc = dcT.to(torch.float32, copy=True)
+    dgx, dh, dc = backward_buffers(dy, dhT, dcT)
     if T * B > 0:
-        grid = (triton.cdiv(H, block_j), triton.cdiv(B, block_b))
+        grid, consts = split_h(run, B, H, persistent=True)
         args = (dy, w_hh, c_all, gates, dgx, dh, dc, counters(grid[1], dy.device), T - 1, T, B, H)
-        _launch(
-            _bwd_kernel, grid, args, limits,
-            BLOCK_B=block_b, BLOCK_J=block_j, BLOCK_K=block_k, W_RESIDENT=w_resident,
-            PERSISTENT=True, DO_POINTWISE=True, DO_DOT=True, PREC=prec, num_warps=num_warps,
-        )  # fmt: skip
+        _launch(_bwd_kernel, grid, args, run.limits, DO_POINTWISE=True, DO_DOT=True, **consts)
     return dgx, dh.to(dy.dtype), dc.to(dy.dtype)

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from charrnn_fast.kernels import plan
 from charrnn_fast.kernels.lstm_common import forward_outputs, mm, tanh, to_dtype
 
 # Fixed at import, like @triton.jit itself (see lstm_common.py).
@@ -173,15 +174,7 @@ def block_h(H: int) -> int:
 
 
 def forward(
-    gx: Tensor,
-    w_hh: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    training: bool,
-    *,
-    block_b: int,
-    num_warps: int,
-    prec: str,
+    gx: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, training: bool, run: plan.Launch
 ) -> tuple[Tensor, Tensor, Tensor]:
     """gx[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H] -> y[T,B,H], c_all[T+1,B,H] fp32, gates.
 
@@ -193,23 +186,9 @@ def forward(
     y, c_all, gates = forward_outputs(gx, c0, training)
     if T * B == 0:
         return y, c_all, gates
-    _fwd_kernel[(triton.cdiv(B, block_b),)](
-        gx,
-        w_hh,
-        h0,
-        c_all,
-        y,
-        gates if training else y,  # never written when not training
-        T,
-        B,
-        H,
-        BLOCK_B=block_b,
-        BLOCK_H=block_h(H),
-        STORE_GATES=training,
-        PREC=prec,
-        INTERPRET=INTERPRET,
-        num_warps=num_warps,
-    )
+    gates_out = gates if training else y  # never written when not training
+    args = (gx, w_hh, h0, c_all, y, gates_out, T, B, H)
+    _fwd_kernel[_grid(run, B)](*args, STORE_GATES=training, **_consts(run, H))
     return y, c_all, gates
 
 
@@ -220,10 +199,7 @@ def backward(
     w_hh: Tensor,
     c_all: Tensor,
     gates: Tensor,
-    *,
-    block_b: int,
-    num_warps: int,
-    prec: str,
+    run: plan.Launch,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """dy[T,B,H], dhT[B,H], dcT[B,H], w_hh[4H,H], c_all[T+1,B,H], gates[T,B,4H]
     -> dgx[T,B,4H], dh0[B,H], dc0[B,H] (all in the input dtype)."""
@@ -233,23 +209,21 @@ def backward(
         return dgx, dhT.clone(), dcT.clone()
     dh0 = torch.empty_like(dhT)
     dc0 = torch.empty_like(dcT)
-    _bwd_kernel[(triton.cdiv(B, block_b),)](
-        dy,
-        w_hh,
-        c_all,
-        gates,
-        dgx,
-        dhT,
-        dcT,
-        dh0,
-        dc0,
-        T,
-        B,
-        H,
-        BLOCK_B=block_b,
-        BLOCK_H=block_h(H),
-        PREC=prec,
-        INTERPRET=INTERPRET,
-        num_warps=num_warps,
-    )
+    args = (dy, w_hh, c_all, gates, dgx, dhT, dcT, dh0, dc0, T, B, H)
+    _bwd_kernel[_grid(run, B)](*args, **_consts(run, H))
     return dgx, dh0, dc0
+
+
+def _grid(run: plan.Launch, B: int) -> tuple[int]:
+    return (triton.cdiv(B, run.plan.block_b),)
+
+
+def _consts(run: plan.Launch, H: int) -> dict:
+    p = run.plan
+    return dict(
+        BLOCK_B=p.block_b,
+        BLOCK_H=block_h(H),
+        PREC=run.prec,
+        INTERPRET=INTERPRET,
+        num_warps=p.num_warps,
+    )

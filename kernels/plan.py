@@ -83,6 +83,18 @@ class TritonPlan:
         )
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What a kernel wrapper (forward / backward of lstm_small, lstm_persistent,
+    lstm_stepwise) takes besides the tensors: the plan's tiles and warps, tl.dot's
+    precision for fp32 operands (triton_runtime.fp32_precision), and the limits
+    of the device on which a persistent grid must be co-resident."""
+
+    plan: TritonPlan
+    prec: str  # "ieee" | "tf32x3" | "tf32"
+    limits: Limits
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 

@@ -24,8 +24,8 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _why_not(x: Tensor, w_hh: Tensor) -> str | None:
-    # A malformed CHARRNN_FAST_PATH raises here, naming it; the former
-    # CHARRNN_FAST_CUDA_PATH gets its FutureWarning here (C++ reads it silently).
+    # A malformed CHARRNN_FAST_PATH, or a former variable still set, raises
+    # here, naming it.
     plans.forced_path("cuda")
     if _ops.load_error() is not None:
         return _ops.load_error()
@@ -57,7 +57,7 @@ def plan_report(
         reason = "no CUDA device to plan for (report(limits=plans.H100) plans for a nominal H100)"
     if reason is not None:
         raise RuntimeError(reason)
-    plans.forced_path("cuda")  # validates the setting, warns for the former variable
+    plans.forced_path("cuda")  # a malformed or former setting raises here
     index = -1
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

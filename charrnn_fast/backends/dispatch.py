@@ -54,7 +54,7 @@ def mode() -> str:
     from charrnn_fast import _ops
     from charrnn_fast.backends import plans
 
-    plans.parse_path_env(os.environ.get(plans.PATH_ENV, ""))
+    plans.check_path_env()
     if _ops.isa_error() is not None:
         raise ValueError(_ops.isa_error())
     for name in _REMOVED:

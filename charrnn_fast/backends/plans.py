@@ -28,13 +28,9 @@ where path is one name for both directions or `fwd/bwd`:
 Paths: cuda `auto | persistent | stepwise`, triton `auto | small | persistent |
 stepwise`. The variable is read at every call. A forced path that cannot run a
 call is an error that gives the reason; `auto` (or no entry) lets the planner
-choose. The former variables CHARRNN_FAST_CUDA_PATH (`auto | persistent |
-stepwise | <fwd>,<bwd>`) and CHARRNN_FAST_TRITON_PATH (`small | persistent |
-stepwise`) still work, with a FutureWarning naming the new form: FutureWarning,
-not DeprecationWarning, because Python hides DeprecationWarning outside
-`__main__` and the person who set an environment variable is an end user, for
-whom Python's documentation reserves FutureWarning. An entry in
-CHARRNN_FAST_PATH wins over the former variable of its backend.
+choose. The former variables CHARRNN_FAST_CUDA_PATH and CHARRNN_FAST_TRITON_PATH
+are no longer read: either one set is an error that gives the CHARRNN_FAST_PATH
+form of its value, so that a setting never stops working silently.
 
 Fallback policy (both backends): a planned path that the device refuses at run
 time for lack of resources (Triton: the compiler's OutOfResources; CUDA: a
@@ -51,14 +47,14 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
 
 PATH_ENV = "CHARRNN_FAST_PATH"
-LEGACY_ENV = {"cuda": "CHARRNN_FAST_CUDA_PATH", "triton": "CHARRNN_FAST_TRITON_PATH"}
+# The former per-backend variables: set, they are an error naming PATH_ENV.
+REMOVED_ENV = {"cuda": "CHARRNN_FAST_CUDA_PATH", "triton": "CHARRNN_FAST_TRITON_PATH"}
 # The paths each backend can be forced to ("auto" means: the planner chooses).
 PATHS: dict[str, tuple[str, ...]] = {
     "cuda": ("persistent", "stepwise"),
@@ -157,14 +153,14 @@ class Forced:
         return self.fwd if direction == "fwd" else self.bwd
 
 
-def _path_pair(backend: str, spec: str, var: str, sep: str | None) -> tuple[str | None, str | None]:
-    """`path` or `fwd<sep>bwd` -> (fwd, bwd), None for auto. sep None: one path only."""
-    parts = spec.split(sep) if sep else [spec]
+def _path_pair(backend: str, spec: str) -> tuple[str | None, str | None]:
+    """`path` or `fwd/bwd` -> (fwd, bwd), None for auto."""
+    parts = spec.split("/")
     allowed = ("auto", *PATHS[backend])
     if len(parts) > 2 or not all(p in allowed for p in parts):
-        pair = f", or <fwd>{sep}<bwd> such as persistent{sep}stepwise" if sep else ""
         raise ValueError(
-            f"{var}: the {backend} path must be one of {', '.join(allowed)}{pair}; got {spec!r}"
+            f"{PATH_ENV}: the {backend} path must be one of {', '.join(allowed)}, or "
+            f"<fwd>/<bwd> such as persistent/stepwise; got {spec!r}"
         )
     fwd, bwd = parts if len(parts) == 2 else (parts[0], parts[0])
     return (None if fwd == "auto" else fwd), (None if bwd == "auto" else bwd)
@@ -187,45 +183,35 @@ def parse_path_env(text: str) -> dict[str, tuple[str | None, str | None]]:
             )
         if backend in out:
             raise ValueError(f"{PATH_ENV} names {backend} twice: {text!r}")
-        out[backend] = _path_pair(backend, spec.strip(), PATH_ENV, "/")
+        out[backend] = _path_pair(backend, spec.strip())
     return out
 
 
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
-
-
-def _warn_once(message: str) -> None:
-    with _warn_lock:
-        if message in _warned:
-            return
-        _warned.add(message)
-    warnings.warn(message, FutureWarning, stacklevel=4)
+def check_path_env() -> dict[str, tuple[str | None, str | None]]:
+    """The environment's forced paths, checked: CHARRNN_FAST_PATH parsed (see
+    `parse_path_env`), and a ValueError for a former variable that is set,
+    giving the CHARRNN_FAST_PATH form of its value."""
+    for backend, name in REMOVED_ENV.items():
+        if name in os.environ:
+            value = os.environ[name].strip()
+            # The former grammars: cuda `<fwd>,<bwd>`, triton one path for both.
+            new = f"{backend}:{value.replace(',', '/') or 'auto'}"
+            raise ValueError(
+                f"{name} is no longer read; set {PATH_ENV}={new} instead "
+                f"(found {name}={os.environ[name]!r})"
+            )
+    return parse_path_env(os.environ.get(PATH_ENV, ""))
 
 
 def forced_path(backend: str) -> Forced:
     """The path forced for `backend` by the environment (read now, at every call)."""
     if backend not in PATHS:
         raise ValueError(f"no forced paths for backend {backend!r}: expected one of {list(PATHS)}")
-    text = os.environ.get(PATH_ENV, "")
-    entries = parse_path_env(text)
-    legacy_var = LEGACY_ENV[backend]
-    legacy = os.environ.get(legacy_var, "").strip()
-    if backend in entries:
-        if legacy:
-            _warn_once(
-                f"{legacy_var}={legacy} is ignored: {PATH_ENV}={text} sets the {backend} path"
-            )
-        fwd, bwd = entries[backend]
-        return Forced(fwd, bwd, f"{PATH_ENV}={text}")
-    if not legacy:
+    entries = check_path_env()
+    if backend not in entries:
         return Forced()
-    # The former grammars: cuda `<fwd>,<bwd>`, triton one path for both.
-    sep = "," if backend == "cuda" else None
-    fwd, bwd = _path_pair(backend, legacy, legacy_var, sep)
-    new = f"{backend}:{legacy.replace(',', '/')}"
-    _warn_once(f"{legacy_var} is deprecated: use {PATH_ENV}={new} (same meaning)")
-    return Forced(fwd, bwd, f"{legacy_var}={legacy}")
+    fwd, bwd = entries[backend]
+    return Forced(fwd, bwd, f"{PATH_ENV}={os.environ.get(PATH_ENV, '')}")
 
 
 # ------------------------------------------------------------ fallback cache

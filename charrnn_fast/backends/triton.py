@@ -125,6 +125,18 @@ def _run(direction: str, B: int, H: int, T: int, like: Tensor, launch: Callable,
             plan = nxt
 
 
+def _launcher(like: Tensor, w_hh: Tensor, call: Callable) -> Callable:
+    """plan -> call(kernel module of plan.path, plan.Launch): what _run launches,
+    once like [T, B, 4H] and w_hh are known to be usable (RuntimeError otherwise)."""
+    reason = _why_not(like, w_hh)
+    if reason is not None:
+        raise RuntimeError(f"charrnn_fast triton backend: {reason}")
+    modules = rt.kernels()
+    prec = rt.fp32_precision(like.dtype)
+    limits = plans.device_limits(like.device)
+    return lambda p: call(modules[p.path], planner.Launch(p, prec, limits))
+
+
 def lstm_fwd(
     gx: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor, training: bool, **plan_kw
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -135,24 +147,7 @@ def lstm_fwd(
     (tests, benchmarks).
     """
     T, B, H = check_fwd(gx, w_hh, h0, c0)
-    reason = _why_not(gx, w_hh)
-    if reason is not None:
-        raise RuntimeError(f"charrnn_fast triton backend: {reason}")
-    small, persistent, stepwise = rt.kernels()
-    prec = rt.fp32_precision(gx.dtype)
-
-    def launch(p: planner.TritonPlan):
-        tiles = {"block_b": p.block_b, "num_warps": p.num_warps, "prec": prec}
-        if p.path == "small":
-            return small.forward(gx, w_hh, h0, c0, training, **tiles)
-        tiles.update(block_j=p.block_j, block_k=p.block_k)
-        if p.path == "persistent":
-            lim = plans.device_limits(gx.device)
-            return persistent.forward(
-                gx, w_hh, h0, c0, training, w_resident=p.w_resident, limits=lim, **tiles
-            )
-        return stepwise.forward(gx, w_hh, h0, c0, training, **tiles)
-
+    launch = _launcher(gx, w_hh, lambda k, run: k.forward(gx, w_hh, h0, c0, training, run))
     with rt.device_guard(gx):
         return _run("fwd", B, H, max(T, 1), gx, launch, plan_kw)
 
@@ -171,23 +166,8 @@ def lstm_bwd(
     """dy[T,B,H], dhT[B,H], dcT[B,H], w_hh[4H,H], y[T,B,H], c_all[T+1,B,H] fp32,
     gates[T,B,4H], h0[B,H] -> dgx[T,B,4H], dw_hh[4H,H], dh0[B,H], dc0[B,H]."""
     T, B, H = check_bwd(dy, dhT, dcT, w_hh, y, c_all, gates, h0)
-    reason = _why_not(dy.new_empty((T, B, 4 * H)), w_hh)
-    if reason is not None:
-        raise RuntimeError(f"charrnn_fast triton backend: {reason}")
-    small, persistent, stepwise = rt.kernels()
-    prec = rt.fp32_precision(y.dtype)
     args = (dy, dhT, dcT, w_hh, c_all, gates)
-
-    def launch(p: planner.TritonPlan):
-        tiles = {"block_b": p.block_b, "num_warps": p.num_warps, "prec": prec}
-        if p.path == "small":
-            return small.backward(*args, **tiles)
-        tiles.update(block_j=p.block_j, block_k=p.block_k)
-        if p.path == "persistent":
-            lim = plans.device_limits(y.device)
-            return persistent.backward(*args, w_resident=p.w_resident, limits=lim, **tiles)
-        return stepwise.backward(*args, **tiles)
-
+    launch = _launcher(dy.new_empty((T, B, 4 * H)), w_hh, lambda k, run: k.backward(*args, run))
     with rt.device_guard(y):
         dgx, dh0, dc0 = _run("bwd", B, H, max(T, 1), y, launch, plan_kw)
         # dW_hh = sum_t dgates_t^T h_{t-1}: one GEMM over all steps (h_{-1} = h0),

@@ -19,11 +19,13 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-KERNEL_MODULES = (
-    "charrnn_fast.kernels.lstm_small",
-    "charrnn_fast.kernels.lstm_persistent",
-    "charrnn_fast.kernels.lstm_stepwise",
-)
+# The kernel module of each path of kernels/plan.py: each has forward() and
+# backward() with the same arguments (the tensors, then a plan.Launch).
+KERNEL_MODULES = {
+    "small": "charrnn_fast.kernels.lstm_small",
+    "persistent": "charrnn_fast.kernels.lstm_persistent",
+    "stepwise": "charrnn_fast.kernels.lstm_stepwise",
+}
 _import_error: list[str | None] = []  # memo of import_error(): import triton once
 
 
@@ -46,7 +48,7 @@ def import_error() -> str | None:
 
 def stale_kernels() -> str | None:
     """Why the already imported kernels no longer match TRITON_INTERPRET, or None."""
-    for name in KERNEL_MODULES:
+    for name in KERNEL_MODULES.values():
         mod = sys.modules.get(name)
         if mod is not None and getattr(mod, "INTERPRET", interpreting()) != interpreting():
             return (
@@ -56,13 +58,13 @@ def stale_kernels() -> str | None:
     return None
 
 
-def kernels() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """The (small, persistent, stepwise) kernel modules, imported on first use."""
+def kernels() -> dict[str, ModuleType]:
+    """The kernel module of each path ("small", "persistent", "stepwise"),
+    imported on first use."""
     stale = stale_kernels()
     if stale is not None:
         raise RuntimeError(stale)
-    small, persistent, stepwise = (importlib.import_module(n) for n in KERNEL_MODULES)
-    return small, persistent, stepwise
+    return {path: importlib.import_module(n) for path, n in KERNEL_MODULES.items()}
 
 
 FP32_ENV = "CHARRNN_FAST_TRITON_FP32"

@@ -21,12 +21,21 @@ from charrnn_fast.charrnn.options import (
     OUT_DIR,
     OUT_FILE,
     PICTURE,
-    SEED,
     TEXT,
     Number,
     count,
     fraction,
-    positive,
+)
+from charrnn_fast.charrnn.shared_options import (
+    BACKEND,
+    CHECKPOINT,
+    DEVICE,
+    LITERAL,
+    PRIME,
+    SEED_OPTION,
+    SKIP_UNKNOWN,
+    TEMPERATURE,
+    TEXT_OPTION,
 )
 
 EXIT_USAGE = 2
@@ -125,19 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(t)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
-    s.add_argument(
-        "checkpoint", type=IN_ANY, help="checkpoint file, or folder (best.pt, else last.pt)"
-    )
+    CHECKPOINT.add(s)
     s.add_argument("-n", "--length", type=count(0), default=2000, help="tokens to generate")
-    s.add_argument(
-        "-t",
-        "--temperature",
-        type=positive(),
-        default=1.0,
-        help="> 0 (any tiny value is safe); lower = safer",
-    )
+    TEMPERATURE.add(s, help="> 0 (any tiny value is safe); lower = safer")
     s.add_argument("--argmax", action="store_true", help="always take the most likely token")
-    s.add_argument("--prime", type=TEXT, default="", help="text to start from (UTF-8)")
+    PRIME.add(s, help="text to start from (UTF-8)")
     s.add_argument(
         "--top_k", "--top-k", type=count(0), default=0, help="sample among the k best (0 = all)"
     )
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="nucleus sampling: among the most likely tokens that make up this much "
         "probability (1 = all)",
     )
-    s.add_argument("--seed", type=SEED, default=None, help="random seed (default: random)")
+    SEED_OPTION.add(s, default=None, help="random seed (default: random)")
     s.add_argument(
         "--num_samples",
         "--num-samples",
@@ -157,16 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="how many samples (generated together, as rows of one batch)",
     )
-    s.add_argument(
-        "--skip_unknown",
-        "--skip-unknown",
-        action="store_true",
-        help="drop prime characters that are not in the vocabulary",
-    )
-    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    s.add_argument(
-        "--backend", default="auto", choices=("auto", "reference", "cpu", "cuda", "triton")
-    )
+    SKIP_UNKNOWN.add(s, help="drop prime characters that are not in the vocabulary")
+    DEVICE.add(s, help="cpu, cuda, cuda:N or auto")
+    BACKEND.add(s)
 
     v = sub.add_parser(
         "visualize",
@@ -175,18 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         "tanh(c_t) of an LSTM layer, h_t for GRU / RNN. Without --cell, the --top "
         "cells of highest variance over the text.",
     )
-    v.add_argument(
-        "checkpoint", type=IN_ANY, help="checkpoint file, or folder (best.pt, else last.pt)"
-    )
-    v.add_argument(
-        "--text",
+    CHECKPOINT.add(v)
+    TEXT_OPTION.add(
+        v,
         required=True,
         help="a UTF-8 file, or the text itself; a word that looks like a file name "
         "(a/b, name.txt) but names no file is an error",
     )
-    v.add_argument(
-        "--literal", action="store_true", help="--text is the text itself, never a file name"
-    )
+    LITERAL.add(v)
     v.add_argument(
         "--layer", type=Number(int, -1024, 1023), default=-1, help="0-based; -1 = last (default)"
     )
@@ -198,12 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--png", type=PICTURE, help="also draw a PNG (matplotlib; first 3000 characters)"
     )
-    v.add_argument(
-        "--skip_unknown",
-        "--skip-unknown",
-        action="store_true",
-        help="drop text characters that are not in the vocabulary",
-    )
+    SKIP_UNKNOWN.add(v)
     add_commands(sub)
     return parser
 
@@ -277,22 +262,18 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from charrnn_fast.charrnn.devices import check_backend, resolve_device
-    from charrnn_fast.charrnn.sample import write_samples
+    from charrnn_fast.charrnn.sample import sampler_options, write_samples
 
     check_backend(None if args.backend == "auto" else args.backend, resolve_device(args.device))
     write_samples(
         args.checkpoint,
+        sampler_options(args.temperature, args.top_k, args.top_p, args.argmax, args.seed),
         args.length,
         args.prime,
-        args.temperature,
-        args.top_k,
-        args.argmax,
-        args.seed,
         args.num_samples,
         args.device,
         None if args.backend == "auto" else args.backend,
         args.skip_unknown,
-        top_p=args.top_p,
     )
     return 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 
 from charrnn_fast.charrnn.options import (
-    IN_ANY,
     IN_DIR,
     OUT_DIR,
     OUT_FILE,
@@ -17,38 +16,57 @@ from charrnn_fast.charrnn.options import (
     TEXT,
     Number,
     count,
-    fraction,
     positive,
 )
+from charrnn_fast.charrnn.shared_options import (
+    CHECKPOINT,
+    DEVICE,
+    LITERAL,
+    PRIME,
+    SEED_OPTION,
+    SKIP_UNKNOWN,
+    TEMPERATURE,
+    TEXT_OPTION,
+)
 
-CKPT_HELP = "checkpoint file, or folder (best.pt, else last.pt)"
+# compare's training options: train's definitions (trainconfig.train_option),
+# compare's defaults (small runs, several of them); max_iters must be >= 1 here.
+COMPARE_TRAINING = {
+    "num_layers": 2,
+    "embedding_dim": 0,
+    "max_iters": 2000,
+    "batch_size": 50,
+    "seq_length": 50,
+    "learning_rate": 2e-3,
+    "lr_schedule": "cosine",
+    "dropout": 0.0,
+    "reset_prob": 0.0,
+    "grad_clip": 5.0,
+    "eval_val_every": 250,
+    "eval_max_batches": 0,
+}
 
 
 def _text_args(p: argparse.ArgumentParser, default_what: str) -> None:
-    p.add_argument(
-        "--text",
+    TEXT_OPTION.add(
+        p,
         help="a UTF-8 file, or the text itself; a missing file name is an error "
         f"(default: {default_what})",
     )
-    p.add_argument(
-        "--literal", action="store_true", help="--text is the text itself, never a file name"
-    )
+    LITERAL.add(p)
     p.add_argument(
         "--length",
         type=count(2),
         default=None,
         help="without --text: characters taken from the run's validation split",
     )
-    p.add_argument(
-        "--skip_unknown",
-        "--skip-unknown",
-        action="store_true",
-        help="drop text characters that are not in the vocabulary",
-    )
+    SKIP_UNKNOWN.add(p)
 
 
 def add_commands(sub) -> None:
     """Add the subcommands to `sub` (argparse subparsers of the main parser)."""
+    from charrnn_fast.charrnn.trainconfig import train_option
+
     e = sub.add_parser(
         "eval",
         help="loss (nats, bits per char) on the validation and test splits",
@@ -56,18 +74,16 @@ def add_commands(sub) -> None:
         "test splits (the test split is used nowhere else), in nats and bits; "
         "--novel N also samples N lines and counts those that are new.",
     )
-    e.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
-    e.add_argument(
-        "--data_dir", "--data-dir", type=IN_DIR, help="prepared data (default: the run's)"
-    )
-    e.add_argument("--batch_size", "--batch-size", type=count(1), default=32, help="row streams")
-    e.add_argument("--seq_length", "--seq-length", type=count(1), default=256, help="chunk length")
+    CHECKPOINT.add(e)
+    train_option("data_dir").add(e, help="prepared data (default: the run's)")
+    train_option("batch_size").add(e, default=32, help="row streams")
+    train_option("seq_length").add(e, default=256, help="chunk length")
     e.add_argument(
         "--novel", type=count(0, 10**6), default=0, help="sample N lines, report how many are new"
     )
-    e.add_argument("-t", "--temperature", type=positive(), default=1.0, help="for --novel")
-    e.add_argument("--seed", type=SEED, default=1, help="for --novel")
-    e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    TEMPERATURE.add(e, help="for --novel")
+    SEED_OPTION.add(e, default=1, help="for --novel")
+    DEVICE.add(e, help="cpu, cuda or cuda:N")
 
     p = sub.add_parser(
         "plot",
@@ -92,7 +108,7 @@ def add_commands(sub) -> None:
         "word_start, and --feature NAME=REGEX) by Pearson correlation; report the "
         "best cells per feature and draw the best one of each (HTML, PNG).",
     )
-    c.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
+    CHECKPOINT.add(c)
     _text_args(c, "5000 characters of the validation split")
     c.add_argument(
         "--feature",
@@ -115,7 +131,7 @@ def add_commands(sub) -> None:
         description="Colour each character of a text by the probability the model "
         "gave it, with the model's top guesses beneath (the blog's figure).",
     )
-    g.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
+    CHECKPOINT.add(g)
     _text_args(g, "600 characters of the validation split")
     g.add_argument("--top", type=count(1), default=5, help="guesses per character")
     g.add_argument("--out", type=OUT_FILE, default="guesses.html", help="HTML page")
@@ -126,7 +142,7 @@ def add_commands(sub) -> None:
         description="The same prime and seed sampled at several temperatures; "
         "printed, and written side by side to an HTML page.",
     )
-    t.add_argument("checkpoint", type=IN_ANY, help=CKPT_HELP)
+    CHECKPOINT.add(t)
     t.add_argument(
         "-t",
         "--temperatures",
@@ -136,11 +152,11 @@ def add_commands(sub) -> None:
         help="temperatures (default 0.2 0.5 0.8 1.0 1.3)",
     )
     t.add_argument("-n", "--length", type=count(1), default=400, help="characters per sample")
-    t.add_argument("--prime", type=TEXT, default="", help="text to start from")
-    t.add_argument("--seed", type=SEED, default=1, help="the same seed for every temperature")
-    t.add_argument("--skip_unknown", "--skip-unknown", action="store_true")
+    PRIME.add(t)
+    SEED_OPTION.add(t, default=1, help="the same seed for every temperature")
+    SKIP_UNKNOWN.add(t, help=None)
     t.add_argument("--out", type=OUT_FILE, default="temperatures.html", help="HTML page")
-    t.add_argument("--device", default="cpu")
+    DEVICE.add(t)
 
     m = sub.add_parser(
         "compare",
@@ -149,7 +165,7 @@ def add_commands(sub) -> None:
         "parameters, once per seed, for the same steps on the same data; plot the "
         "validation curves (mean, min-max band) and tabulate the final losses.",
     )
-    m.add_argument("--data_dir", "--data-dir", type=IN_DIR, required=True)
+    train_option("data_dir").add(m, required=True)
     m.add_argument(
         "--out_dir", "--out-dir", type=OUT_DIR, default="cv/compare", help="runs and report"
     )
@@ -158,21 +174,10 @@ def add_commands(sub) -> None:
     )
     m.add_argument("--seeds", type=SEED, nargs="+", default=[1, 2, 3])
     m.add_argument("--params", type=count(100), default=200_000, help="parameter budget per model")
-    m.add_argument("--num_layers", "--num-layers", type=count(1), default=2)
-    m.add_argument("--embedding_dim", "--embedding-dim", type=count(0), default=0)
-    m.add_argument("--max_iters", "--max-iters", type=count(1), default=2000)
-    m.add_argument("--batch_size", "--batch-size", type=count(1), default=50)
-    m.add_argument("--seq_length", "--seq-length", type=count(1), default=50)
-    m.add_argument("--learning_rate", "--learning-rate", type=positive(), default=2e-3)
-    m.add_argument(
-        "--lr_schedule", "--lr-schedule", choices=("cosine", "char-rnn"), default="cosine"
-    )
-    m.add_argument("--dropout", type=fraction(hi_open=True), default=0.0)
-    m.add_argument("--reset_prob", "--reset-prob", type=fraction(), default=0.0)
-    m.add_argument("--grad_clip", "--grad-clip", type=Number(float, 0, 1e9), default=5.0)
-    m.add_argument("--eval_val_every", "--eval-val-every", type=count(1), default=250)
-    m.add_argument("--eval_max_batches", "--eval-max-batches", type=count(0), default=0)
-    m.add_argument("--device", default="cpu")
+    for name, default in COMPARE_TRAINING.items():
+        fewest = {"type": count(1)} if name == "max_iters" else {}
+        train_option(name).add(m, default=default, **fewest)
+    DEVICE.add(m)
 
 
 def _text(args: argparse.Namespace, default_length: int):

@@ -24,7 +24,7 @@ import torch
 from charrnn_fast.charrnn.data import StreamBatcher, load_prepared, split_bounds
 from charrnn_fast.charrnn.errors import CheckpointError, CorpusError, UserError, VocabError
 from charrnn_fast.charrnn.model import CharRNN, lm_loss
-from charrnn_fast.charrnn.sample import generate, load_model
+from charrnn_fast.charrnn.sample import generate, load_model, sampler_options
 from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.vocab import Vocab
 
@@ -139,9 +139,8 @@ def novelty(
                 model,
                 vocab,
                 2000,
+                sampler_options(temperature, seed=seed + round_),
                 prime="\n",
-                temperature=temperature,
-                seed=seed + round_,
                 echo_prime=False,
             )
         )

@@ -32,7 +32,7 @@ from charrnn_fast.charrnn.errors import CheckpointError, UserError
 from charrnn_fast.charrnn.model import CharRNN, build_model
 from charrnn_fast.charrnn.sizes import check_forward
 from charrnn_fast.charrnn.vocab import Vocab
-from charrnn_fast.generate import lstm_lm_generate, pick, rnn_lm_generate
+from charrnn_fast.generate import SamplerOptions, lstm_lm_generate, pick, rnn_lm_generate
 
 
 def load_model(
@@ -58,7 +58,15 @@ def load_model(
     return model.to(device).eval(), vocab, ckpt
 
 
-def _check_options(temperature: float, top_k: int, top_p: float, argmax: bool) -> None:
+def sampler_options(
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    argmax: bool = False,
+    seed: int | None = None,
+) -> SamplerOptions:
+    """The sampler's options from the command line's settings, checked in its
+    words (UserError). seed None draws one (nondeterministic)."""
     if not argmax and not (temperature > 0 and math.isfinite(temperature)):
         raise UserError(
             f"temperature must be > 0 and finite (got {temperature}); use --argmax for greedy"
@@ -67,6 +75,9 @@ def _check_options(temperature: float, top_k: int, top_p: float, argmax: bool) -
         raise UserError(f"top_k must be >= 0 (got {top_k})")
     if not 0 < top_p <= 1:
         raise UserError(f"top_p must be in (0, 1] (got {top_p}); 1 keeps every token")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") >> 1  # leaves the global RNG alone
+    return SamplerOptions(temperature, top_k, top_p, argmax, seed)
 
 
 # Tokens per compiled call: start small so the first characters show at once,
@@ -75,7 +86,7 @@ _FIRST_CHUNK, _MAX_CHUNK, _CHUNK_SECONDS = 8, 4096, 0.05
 
 
 def _decode_chunks(
-    model: CharRNN, start: torch.Tensor, state, length: int, options: dict
+    model: CharRNN, start: torch.Tensor, state, length: int, sampler: SamplerOptions
 ) -> Iterator[torch.Tensor]:
     """Token ids [B, n] chunk by chunk from the decode loop; `start` [B] not yet fed."""
     rnn = model.rnn
@@ -88,12 +99,10 @@ def _decode_chunks(
         n = min(chunk, length - done)
         t0 = time.perf_counter()
         if mode == "lstm":
-            ids, *state = lstm_lm_generate(
-                tokens, *state, embed, weights, *head, n, offset=done, **options
-            )
+            ids, *state = lstm_lm_generate(tokens, *state, embed, weights, *head, n, sampler, done)
         else:
             ids, h = rnn_lm_generate(
-                mode, tokens, state[0], embed, weights, *head, n, offset=done, **options
+                mode, tokens, state[0], embed, weights, *head, n, sampler, done
             )
             state = (h,)
         if time.perf_counter() - t0 < _CHUNK_SECONDS:
@@ -103,7 +112,7 @@ def _decode_chunks(
 
 
 def _step_chunks(
-    model: CharRNN, start: torch.Tensor, state, length: int, options: dict
+    model: CharRNN, start: torch.Tensor, state, length: int, sampler: SamplerOptions
 ) -> Iterator[torch.Tensor]:
     """The same as _decode_chunks, one model call per token (bidirectional or
     projected layers, which the decode loops do not cover)."""
@@ -111,7 +120,7 @@ def _step_chunks(
     tokens = start
     for p in range(length):
         logits, state = model(tokens.view(-1, 1), state)
-        tokens = pick(logits[-1], rows=rows, pos=p, **options)
+        tokens = pick(logits[-1], sampler, rows=rows, pos=p)
         yield tokens.view(-1, 1)
 
 
@@ -125,25 +134,18 @@ def generate_rows(
     model: CharRNN,
     vocab: Vocab,
     length: int,
+    sampler: SamplerOptions,
     prime: str = "",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    argmax: bool = False,
-    seed: int | None = None,
     skip_unknown: bool = False,
-    top_p: float = 1.0,
     rows: int = 1,
 ) -> Iterator[list[str]]:
     """`rows` samples at once, as lists of text pieces (one per row) in order:
     first the prime (the same for every row), then the generated text as it is
     made. Arguments as for `generate`."""
-    _check_options(temperature, top_k, top_p, argmax)
     if length < 0:
         raise UserError(f"length must be >= 0 (got {length})")
     if rows < 1:
         raise UserError(f"num_samples must be >= 1 (got {rows})")
-    if seed is None:
-        seed = int.from_bytes(os.urandom(8), "little") >> 1  # leaves the global RNG alone
     device = next(model.parameters()).device
     ids = vocab.encode(prime, skip_unknown=skip_unknown) if prime else []
     if prime and not ids:
@@ -162,14 +164,17 @@ def generate_rows(
         # (texts begin after one), else from a token drawn with the seed.
         nl = vocab.encode("\n", skip_unknown=True)
         ids = nl or [
-            int(torch.randint(len(vocab), (1,), generator=torch.Generator().manual_seed(seed)))
+            int(
+                torch.randint(
+                    len(vocab), (1,), generator=torch.Generator().manual_seed(sampler.seed)
+                )
+            )
         ]
-    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, argmax=argmax, seed=seed)
     x = torch.tensor([ids[:-1]] * rows, dtype=torch.long, device=device)  # [rows, T-1]
     state = model(x)[1] if x.shape[1] > 0 else model.init_state(rows, device)
     start = torch.full((rows,), ids[-1], dtype=torch.long, device=device)
     chunks = _decode_chunks if _uses_decode_loop(model) else _step_chunks
-    for chunk in chunks(model, start, state, length, options):
+    for chunk in chunks(model, start, state, length, sampler):
         got = chunk.tolist()
         pieces = ["".join(d(i) for i in r) for d, r in zip(decoders, got)]
         if any(pieces):
@@ -183,33 +188,27 @@ def generate(
     model: CharRNN,
     vocab: Vocab,
     length: int,
+    sampler: SamplerOptions,
     prime: str = "",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    argmax: bool = False,
-    seed: int | None = None,
     skip_unknown: bool = False,
     echo_prime: bool = True,
-    top_p: float = 1.0,
 ) -> Iterator[str]:
     """Yield the text of one sample piece by piece as it is generated.
 
     Args:
         length: number of tokens to generate after the prime.
+        sampler: temperature (> 0, any positive value is safe; lower is more
+            conservative; ignored with argmax), top_k (sample among the k most
+            likely tokens only, 0 = all), top_p (among the most likely tokens
+            whose probabilities add up to top_p, nucleus sampling; 1 = all),
+            seed: see `sampler_options`, which checks them in the command
+            line's words.
         prime: text to condition on (UTF-8 / Unicode); characters outside the
             vocabulary raise VocabError listing them, unless `skip_unknown`.
-        temperature: > 0 (any positive value is safe); lower is more
-            conservative. Ignored with `argmax`.
-        top_k: sample among the k most likely tokens only (0 = all).
-        top_p: sample among the most likely tokens whose probabilities add up
-            to top_p (nucleus sampling; 1 = all).
-        seed: seed of the sampler (None = nondeterministic).
     """
     n_prime = len(vocab.encode(prime, skip_unknown=skip_unknown)) if prime else 0
     first = True
-    for pieces in generate_rows(
-        model, vocab, length, prime, temperature, top_k, argmax, seed, skip_unknown, top_p
-    ):
+    for pieces in generate_rows(model, vocab, length, sampler, prime, skip_unknown):
         if first and n_prime and not echo_prime:
             first = False
             continue
@@ -219,23 +218,18 @@ def generate(
 
 def write_samples(
     path: str,
+    sampler: SamplerOptions,
     length: int = 2000,
     prime: str = "",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    argmax: bool = False,
-    seed: int | None = None,
     num_samples: int = 1,
     device: str = "cpu",
     backend: str | None = None,
     skip_unknown: bool = False,
     out=None,
-    top_p: float = 1.0,
 ) -> None:
     """Generate `num_samples` samples from a checkpoint (rows of one batch) and
     write them to `out` (default stdout, as UTF-8 whatever the locale): the
     first as it is generated, the others after it, each after a separator line."""
-    _check_options(temperature, top_k, top_p, argmax)
     if num_samples < 1:
         raise UserError(f"num_samples must be >= 1 (got {num_samples})")
     if device == "auto":
@@ -261,10 +255,7 @@ def write_samples(
             out.flush()
 
     others: list[list[str]] = [[] for _ in range(num_samples - 1)]
-    for pieces in generate_rows(
-        model, vocab, length, prime, temperature, top_k, argmax, seed, skip_unknown, top_p,
-        rows=num_samples,
-    ):  # fmt: skip
+    for pieces in generate_rows(model, vocab, length, sampler, prime, skip_unknown, num_samples):
         if pieces[0]:
             emit(pieces[0])
         for kept, piece in zip(others, pieces[1:]):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from charrnn_fast.charrnn.errors import UserError
-from charrnn_fast.charrnn.sample import generate, load_model
+from charrnn_fast.charrnn.sample import generate, load_model, sampler_options
 
 DEFAULT_TEMPERATURES = (0.2, 0.5, 0.8, 1.0, 1.3)
 
@@ -50,9 +50,8 @@ def sweep(
                     model,
                     vocab,
                     length,
+                    sampler_options(t, seed=seed),
                     prime=prime,
-                    temperature=t,
-                    seed=seed,
                     skip_unknown=skip_unknown,
                 )
             ),

@@ -25,11 +25,11 @@ from charrnn_fast.charrnn.options import (
     fraction,
     positive,
 )
+from charrnn_fast.charrnn.shared_options import BACKENDS, Option, flags
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("cosine", "char-rnn")
 DTYPES = ("float32", "bfloat16", "auto")
-BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 NONFINITE = ("stop", "skip")
 MAX_SKIPPED = 10  # --nonfinite skip: this many non-finite steps in a row stop the run
 # What each numeric option accepts; checked when parsed and again by validate().
@@ -234,32 +234,29 @@ CHOICES = {
 }
 
 
+def train_option(name: str) -> Option:
+    """The TrainConfig field `name` as an option: its flags and what it accepts
+    (RANGES, PATHS, CHOICES), for train and the commands that train or read runs
+    (compare, eval), which give their own defaults."""
+    default = next(f.default for f in fields(TrainConfig) if f.name == name)
+    if isinstance(default, bool):
+        return Option(flags(name), {"dest": name, "action": argparse.BooleanOptionalAction})
+    settings = {
+        "dest": name,
+        "type": RANGES.get(name) or PATHS.get(name) or type(default),
+        "choices": CHOICES.get(name),
+        "metavar": None if name in CHOICES else name.upper(),
+    }
+    return Option(flags(name), settings)
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Every TrainConfig field as an option; unspecified options stay absent from
     the parsed namespace (argparse.SUPPRESS) so a resume can tell what was given."""
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        default = getattr(defaults, f.name)
-        help_text = f"{HELP[f.name]} (default: {default!r})"
-        if isinstance(default, bool):
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                *flags,
-                dest=f.name,
-                type=RANGES.get(f.name) or PATHS.get(f.name) or type(default),
-                default=argparse.SUPPRESS,
-                choices=CHOICES.get(f.name),
-                metavar=None if f.name in CHOICES else f.name.upper(),
-                help=help_text,
-            )
+        help_text = f"{HELP[f.name]} (default: {getattr(defaults, f.name)!r})"
+        train_option(f.name).add(parser, default=argparse.SUPPRESS, help=help_text)
     parser.add_argument(
         "--nanogpt_split",
         "--nanogpt-split",

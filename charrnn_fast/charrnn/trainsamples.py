@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from charrnn_fast.charrnn.model import CharRNN
-from charrnn_fast.charrnn.sample import generate
+from charrnn_fast.charrnn.sample import generate, sampler_options
 from charrnn_fast.charrnn.trainconfig import TrainConfig
 from charrnn_fast.charrnn.vocab import Vocab
 
@@ -44,8 +44,7 @@ class SampleWriter:
                 model,
                 self.vocab,
                 self.cfg.sample_length,
-                temperature=TEMPERATURE,
-                seed=self.cfg.seed,
+                sampler_options(TEMPERATURE, seed=self.cfg.seed),
             )
             text = "".join(pieces)
         finally:

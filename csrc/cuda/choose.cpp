@@ -33,10 +33,9 @@ DType dtype_tag(at::ScalarType s) {
   }
 }
 
-// (forward, backward) paths forced by CHARRNN_FAST_PATH (or the former
-// CHARRNN_FAST_CUDA_PATH), read at every call; the grammar is plans.py's and
-// plan.h's. The deprecation warning for the former variable comes from the
-// Python layer (charrnn_fast/backends/plans.py), which reads it first.
+// (forward, backward) paths forced by CHARRNN_FAST_PATH, read at every call;
+// the grammar is plans.py's and plan.h's. The former CHARRNN_FAST_CUDA_PATH,
+// set, is an error here as in plans.py, not a setting silently ignored.
 cuda::ForcedPaths forced_paths() {
   cuda::ForcedPaths f =
       cuda::parse_forced_paths(std::getenv("CHARRNN_FAST_PATH"), std::getenv("CHARRNN_FAST_CUDA_PATH"));

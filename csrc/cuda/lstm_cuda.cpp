@@ -28,8 +28,7 @@
 //     also fall back.
 //   CHARRNN_FAST_PATH=cuda:<path> or cuda:<fwd>/<bwd> (path = auto | persistent |
 //   stepwise; e.g. "cuda:persistent/stepwise,triton:small", the grammar of
-//   charrnn_fast/backends/plans.py; the former CHARRNN_FAST_CUDA_PATH = <path> |
-//   <fwd>,<bwd> still works) forces the path, read at every call; forcing
+//   charrnn_fast/backends/plans.py) forces the path, read at every call; forcing
 //   persistent on a call it cannot run raises an error that gives the reason.
 //   torch.ops.charrnn_fast.cuda_plan(gx, w_hh) returns the auto choice and the
 //   geometry for a call, as a string; cuda_plan_for(B, H, dtype, limits, device)

@@ -308,8 +308,16 @@ bool path_pair(const std::string& spec, char sep, const char* var, ForcedPaths& 
 
 }  // namespace
 
-ForcedPaths parse_forced_paths(const char* path_env, const char* legacy_env) {
+ForcedPaths parse_forced_paths(const char* path_env, const char* removed_env) {
   ForcedPaths f;
+  if (removed_env != nullptr) {  // plans.py's check_path_env, word for word
+    const std::string value = removed_env, spec = trim(value);
+    std::string new_spec = spec.empty() ? "auto" : spec;
+    for (char& c : new_spec) c = c == ',' ? '/' : c;
+    f.error = "CHARRNN_FAST_CUDA_PATH is no longer read; set CHARRNN_FAST_PATH=cuda:" + new_spec +
+              " instead (found CHARRNN_FAST_CUDA_PATH='" + value + "')";
+    return f;
+  }
   const std::string text = path_env ? path_env : "";
   bool seen[2] = {false, false};  // cuda, triton
   std::string cuda_spec;
@@ -331,14 +339,8 @@ ForcedPaths parse_forced_paths(const char* path_env, const char* legacy_env) {
     seen[which] = true;
     if (which == 0) cuda_spec = trim(entry.substr(colon + 1));
   }
-  if (seen[0]) {
-    if (path_pair(cuda_spec, '/', "CHARRNN_FAST_PATH", f)) f.source = "CHARRNN_FAST_PATH=" + text;
-    return f;
-  }
-  const std::string legacy = trim(legacy_env ? legacy_env : "");
-  if (legacy.empty()) return f;
-  if (path_pair(legacy, ',', "CHARRNN_FAST_CUDA_PATH", f)) {
-    f.source = "CHARRNN_FAST_CUDA_PATH=" + legacy;
+  if (seen[0] && path_pair(cuda_spec, '/', "CHARRNN_FAST_PATH", f)) {
+    f.source = "CHARRNN_FAST_PATH=" + text;
   }
   return f;
 }

@@ -77,10 +77,10 @@ struct ForcedPaths {
 };
 
 // The cuda paths forced by CHARRNN_FAST_PATH (`backend:path[/bwd_path]` entries,
-// comma-separated; entries of other backends are skipped) or, when it has no
-// cuda entry, by the former CHARRNN_FAST_CUDA_PATH (`path` or `fwd,bwd`).
+// comma-separated; entries of other backends are skipped). removed_env is the
+// former CHARRNN_FAST_CUDA_PATH: set, it is an error naming CHARRNN_FAST_PATH.
 // Either argument may be null (unset).
-ForcedPaths parse_forced_paths(const char* path_env, const char* legacy_env);
+ForcedPaths parse_forced_paths(const char* path_env, const char* removed_env);
 
 const char* path_name(Path p);
 

@@ -13,7 +13,7 @@ import torch
 from charrnn_fast.charrnn.cli import main
 from charrnn_fast.charrnn.corpora import prepare
 from charrnn_fast.charrnn.guesses import top_guesses
-from charrnn_fast.charrnn.sample import generate, load_model
+from charrnn_fast.charrnn.sample import generate, load_model, sampler_options
 from charrnn_fast.charrnn.temperatures import sweep
 from charrnn_fast.charrnn.train import train
 from charrnn_fast.charrnn.trainconfig import TrainConfig
@@ -95,7 +95,7 @@ def test_temperature_sweep_uses_one_seed_per_column(ckpt, tmp_path, capsys):
     samples = sweep(str(ckpt), [0.5, 1.0], length=30, prime="the", seed=7)
     model, vocab, _ = load_model(str(ckpt))
     for t, text in samples:
-        assert text == "".join(generate(model, vocab, 30, prime="the", temperature=t, seed=7))
+        assert text == "".join(generate(model, vocab, 30, sampler_options(t, seed=7), "the"))
     out = tmp_path / "t.html"
     argv = ["temperatures", str(ckpt), "-t", "0.3", "1.2", "-n", "20", "--prime", "the"]
     assert main([*argv, "--out", str(out)]) == 0

@@ -10,7 +10,7 @@ import torch
 
 from charrnn_fast.charrnn.corpora import prepare
 from charrnn_fast.charrnn.errors import UserError, VocabError
-from charrnn_fast.charrnn.sample import generate, load_model, write_samples
+from charrnn_fast.charrnn.sample import generate, load_model, sampler_options, write_samples
 from charrnn_fast.charrnn.train import train
 from charrnn_fast.charrnn.trainconfig import TrainConfig
 
@@ -44,9 +44,14 @@ def ckpt(tmp_path_factory) -> Path:
     return trained(tmp_path_factory.mktemp("sample"))
 
 
+def gen(model, vocab, length: int, prime: str = "", skip_unknown: bool = False, **settings):
+    """generate() with the sampler's settings by keyword, as the command line gives them."""
+    return generate(model, vocab, length, sampler_options(**settings), prime, skip_unknown)
+
+
 def sample(ckpt: Path, **kw) -> str:
     model, vocab, _ = load_model(str(ckpt))
-    return "".join(generate(model, vocab, **kw))
+    return "".join(gen(model, vocab, **kw))
 
 
 def test_same_seed_same_text_and_seeds_differ(ckpt):
@@ -67,7 +72,7 @@ def test_top_k_restricts_the_choice(ckpt):
     logits, _ = model(torch.tensor([vocab.encode("the ca")]))
     top2 = set(torch.topk(logits[-1, 0], 2).indices.tolist())
     for seed in range(20):
-        text = "".join(generate(model, vocab, 1, prime="the ca", top_k=2, seed=seed))
+        text = "".join(gen(model, vocab, 1, prime="the ca", top_k=2, seed=seed))
         assert vocab.encode(text[-1])[0] in top2
 
 
@@ -90,7 +95,7 @@ def test_output_is_streamed_as_generated(ckpt):
     model, vocab, _ = load_model(str(ckpt))
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
-    pieces = generate(model, vocab, length=10_000, prime="the ", seed=0)
+    pieces = gen(model, vocab, length=10_000, prime="the ", seed=0)
     assert next(pieces) == "the " and len(calls) == 0  # prime echoed before any compute
     next(pieces)
     assert len(calls) <= 2  # the first new character comes right after the prime pass
@@ -98,12 +103,12 @@ def test_output_is_streamed_as_generated(ckpt):
 
 def test_write_samples_to_a_stream(ckpt):
     buf = io.StringIO()
-    write_samples(str(ckpt), length=30, prime="the", seed=5, num_samples=2, out=buf)
+    write_samples(str(ckpt), sampler_options(seed=5), 30, "the", num_samples=2, out=buf)
     text = buf.getvalue()
     parts = text.split("\n" + "-" * 40 + "\n")
     assert len(parts) == 2 and all(p.startswith("the") for p in parts)
     with pytest.raises(VocabError):  # fails before anything is written
-        write_samples(str(ckpt), length=3, prime="ZZZ", out=(buf2 := io.StringIO()))
+        write_samples(str(ckpt), sampler_options(), 3, "ZZZ", out=(buf2 := io.StringIO()))
     assert buf2.getvalue() == ""
 
 
@@ -111,7 +116,7 @@ def test_byte_level_model_emits_valid_text(tmp_path):
     ckpt = trained(tmp_path, level="byte")
     model, vocab, _ = load_model(str(ckpt))
     assert vocab.level == "byte"
-    text = "".join(generate(model, vocab, 300, prime="café", seed=2))
+    text = "".join(gen(model, vocab, 300, prime="café", seed=2))
     assert text.startswith("café")
     text.encode("utf-8")  # a str of whole characters (invalid bytes became U+FFFD)
 
@@ -138,9 +143,9 @@ def test_decode_loop_writes_what_one_model_call_per_token_writes(monkeypatch, ki
     torch.manual_seed(0)
     model = CharRNN(len(vocab), 24, 2, model=kind, embedding_dim=embedding_dim).eval()
     kw = dict(length=120, prime="the ", seed=3, temperature=0.8, top_k=8)
-    fast = "".join(generate(model, vocab, **kw))
+    fast = "".join(gen(model, vocab, **kw))
     monkeypatch.setattr(S, "_uses_decode_loop", lambda m: False)
-    assert fast == "".join(generate(model, vocab, **kw))
+    assert fast == "".join(gen(model, vocab, **kw))
     assert len(fast) >= 124
 
 

@@ -189,6 +189,11 @@ def test_eval_mode_with_gradients_on_aten_still_differentiates(monkeypatch):
     "var,value,message",
     [
         ("CHARRNN_FAST_PATH", "garbage", "CHARRNN_FAST_PATH must be a comma list"),
+        (
+            "CHARRNN_FAST_CUDA_PATH",
+            "stepwise",
+            "no longer read; set CHARRNN_FAST_PATH=cuda:stepwise",
+        ),
         ("CHARRNN_FAST_BACKEND", "garbage", "unknown backend 'garbage' .from CHARRNN_FAST_BACKEND"),
         ("CHARRNN_FAST_BACKEND", "cuda", "backend 'cuda' .from CHARRNN_FAST_BACKEND. cannot run"),
     ],

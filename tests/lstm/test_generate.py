@@ -29,14 +29,27 @@ def lm(L=2, H=24, V=30, E=0, bias=True, seed=0):
     return embed, weights, torch.randn(V, H), torch.randn(V) if bias else None
 
 
-def call(fn, B=3, steps=40, L=2, H=24, V=30, E=0, bias=True, **kw):
+def python_loop(tokens, h0, c0, embed, weights, head_w, head_b, steps, *opts):
+    """G._generate_python called as the op is: the sampler's settings, then the
+    offset, by position."""
+    *settings, offset = opts
+    model = G._Model(embed, weights, head_w, head_b)
+    return G._generate_python(tokens, h0, c0, model, steps, G.SamplerOptions(*settings), offset)
+
+
+def call(fn, B=3, steps=40, L=2, H=24, V=30, E=0, bias=True, offset=0, **settings):
+    """fn on a random model: the op and python_loop take the sampler's settings
+    by position, lstm_lm_generate by keyword."""
     embed, weights, hw, hb = lm(L, H, V, E, bias)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(V, (B,), generator=g)
     h0 = torch.randn(L, B, H, generator=g) * 0.5
     c0 = torch.randn(L, B, H, generator=g) * 0.5
-    opts = dict(temperature=1.0, top_k=0, top_p=1.0, argmax=False, seed=0, offset=0) | kw
-    return fn(tokens, h0, c0, embed, weights, hw, hb, steps, *opts.values())
+    args = (tokens, h0, c0, embed, weights, hw, hb, steps)
+    if fn is G.lstm_lm_generate:
+        return fn(*args, offset=offset, **settings)
+    opts = dict(temperature=1.0, top_k=0, top_p=1.0, argmax=False, seed=0) | settings
+    return fn(*args, *opts.values(), offset)
 
 
 CASES = [
@@ -53,7 +66,7 @@ CASES = [
 @pytest.mark.parametrize("E,bias,L", [(0, True, 2), (8, False, 3), (0, False, 1)], ids=str)
 def test_compiled_equals_python_loop(kw, E, bias, L):
     ours = call(torch.ops.charrnn_fast.lstm_lm_generate, E=E, bias=bias, L=L, **kw)
-    ref = call(G._generate_python, E=E, bias=bias, L=L, **kw)
+    ref = call(python_loop, E=E, bias=bias, L=L, **kw)
     assert torch.equal(ours[0], ref[0])
     torch.testing.assert_close(ours[1], ref[1], rtol=0, atol=1e-5)
     torch.testing.assert_close(ours[2], ref[2], rtol=0, atol=1e-5)
@@ -70,7 +83,7 @@ def test_threads_sharing_rows_of_a_large_model(B):
         ours = call(torch.ops.charrnn_fast.lstm_lm_generate, **kw)
     finally:
         torch.set_num_threads(before)
-    ref = call(G._generate_python, **kw)
+    ref = call(python_loop, **kw)
     assert torch.equal(ours[0], ref[0])
     torch.testing.assert_close(ours[1], ref[1], rtol=0, atol=1e-5)
 
@@ -79,7 +92,7 @@ def test_threads_sharing_rows_of_a_large_model(B):
 def test_same_seed_same_tokens_however_split(fn):
     if fn == "compiled" and not G.compiled_available(torch.device("cpu"), torch.float32):
         pytest.skip("compiled decode loop unavailable")
-    op = torch.ops.charrnn_fast.lstm_lm_generate if fn == "compiled" else G._generate_python
+    op = torch.ops.charrnn_fast.lstm_lm_generate if fn == "compiled" else python_loop
     embed, weights, hw, hb = lm()
     tok, h, c = torch.tensor([3, 7]), torch.zeros(2, 2, 24), torch.zeros(2, 2, 24)
     whole = op(tok, h, c, embed, weights, hw, hb, 30, 1.0, 0, 1.0, False, 11, 0)
@@ -112,7 +125,7 @@ def test_next_token_distribution_is_softmax_of_logits_over_T(compiled, T):
     # Many rows from one state: each row's first sample is an independent draw.
     if compiled and not G.compiled_available(torch.device("cpu"), torch.float32):
         pytest.skip("compiled decode loop unavailable")
-    op = torch.ops.charrnn_fast.lstm_lm_generate if compiled else G._generate_python
+    op = torch.ops.charrnn_fast.lstm_lm_generate if compiled else python_loop
     embed, weights, hw, hb = lm(L=1, H=16, V=12)
     B = 40_000
     tok = torch.full((B,), 2)
@@ -174,6 +187,31 @@ def test_bad_sampler_arguments_are_named(kw, match):
         call(torch.ops.charrnn_fast.lstm_lm_generate, **kw)
     with pytest.raises(ValueError, match=match):
         call(G.lstm_lm_generate, **kw)
+    with pytest.raises(ValueError, match=match):
+        G.SamplerOptions(**kw)
+
+
+def test_sampler_options_or_their_settings_by_keyword():
+    """lstm_lm_generate and pick take a SamplerOptions or its settings by
+    keyword, with the same tokens; a setting by position, or both forms at
+    once, is a TypeError that says so."""
+    embed, weights, hw, hb = lm()
+    args = (torch.tensor([1, 4]), torch.zeros(2, 2, 24), torch.zeros(2, 2, 24), embed, weights)
+    args = (*args, hw, hb, 20)
+    sampler = G.SamplerOptions(temperature=0.7, top_k=5, seed=9)
+    ids = G.lstm_lm_generate(*args, sampler, 3)[0]
+    assert torch.equal(
+        ids, G.lstm_lm_generate(*args, temperature=0.7, top_k=5, seed=9, offset=3)[0]
+    )
+    assert not torch.equal(ids, G.lstm_lm_generate(*args, sampler, 4)[0])
+    with pytest.raises(TypeError, match="sampler must be a SamplerOptions, got float"):
+        G.lstm_lm_generate(*args, 0.7)
+    with pytest.raises(TypeError, match="not both: got sampler and seed"):
+        G.lstm_lm_generate(*args, sampler, seed=2)
+    logits = torch.randn(6, 30, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(G.pick(logits, sampler, pos=2), G.pick(logits, pos=2, **vars(sampler)))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temp'"):
+        G.pick(logits, temp=0.5)
 
 
 @needs_compiled
@@ -212,8 +250,9 @@ def test_python_loop_names_a_token_outside_the_vocabulary():
     embed, weights, hw, hb = lm()
     h = torch.zeros(2, 2, 24)
     with pytest.raises(ValueError, match=r"tokens\[1\] = 30 is outside the vocabulary \[0, 30\)"):
-        G._generate_python(torch.tensor([3, 30]), h, h, embed, weights, hw, hb, 5, 1.0, 0, 1.0,
-                           False, 0, 0)  # fmt: skip
+        python_loop(
+            torch.tensor([3, 30]), h, h, embed, weights, hw, hb, 5, 1.0, 0, 1.0, False, 0, 0
+        )
 
 
 @pytest.mark.cuda
@@ -248,11 +287,10 @@ def test_graph_chunk_logic_on_the_cpu(E):
     g = torch.Generator().manual_seed(2)
     tok = torch.randint(30, (3,), generator=g)
     h0, c0 = (torch.randn(2, 3, 24, generator=g) * 0.5 for _ in range(2))
-    sampler, rows = (0.9, 5, 0.95, False, 7), torch.arange(3)
-    ids, cur, h, c = G._generate_graphed(tok, h0, c0, embed, weights, hw, hb, 2, sampler, rows,
-                                         4, capture=False)  # fmt: skip
-    want = G._generate_python(tok, h0, c0, embed, weights, hw, hb, 2 * G.GRAPH_CHUNK, 0.9, 5,
-                              0.95, False, 7, 4)  # fmt: skip
+    sampler, rows = G.SamplerOptions(0.9, 5, 0.95, False, 7), torch.arange(3)
+    model = G._Model(embed, weights, hw, hb)
+    ids, cur, h, c = G._generate_graphed(tok, h0, c0, model, 2, sampler, rows, 4, capture=False)
+    want = G._generate_python(tok, h0, c0, model, 2 * G.GRAPH_CHUNK, sampler, 4)
     assert torch.equal(ids, want[0]) and torch.equal(cur, want[0][:, -1])
     assert torch.equal(torch.stack(h), want[1]) and torch.equal(torch.stack(c), want[2])
 
@@ -339,7 +377,7 @@ def test_nan_logits_are_never_picked_on_either_path():
         for argmax in (False, True):
             args = (tok, h, h, embed, weights, head, hb, 30)
             ours = G.lstm_lm_generate(*args, argmax=argmax, seed=3)[0]
-            ref = G._generate_python(*args, 1.0, 0, 1.0, argmax, 3, 0)[0]
+            ref = python_loop(*args, 1.0, 0, 1.0, argmax, 3, 0)[0]
             assert torch.equal(ours, ref), (argmax, ours, ref)
             assert bool((ours == 0).all()) == expect_zero and (expect_zero or not (ours == 0).any())
     z = torch.tensor([[float("nan"), 1.0, 2.0], [float("nan")] * 3])
@@ -393,5 +431,5 @@ def test_any_python_int_seed_is_its_value_mod_2_64():
         small = big % 2**64 - (2**64 if big % 2**64 >= 2**63 else 0)  # the int64 with those bits
         ours = call(G.lstm_lm_generate, seed=big)[0]
         assert torch.equal(ours, call(G.lstm_lm_generate, seed=small)[0])
-        assert torch.equal(ours, call(G._generate_python, seed=big)[0])
+        assert torch.equal(ours, call(python_loop, seed=big)[0])
     assert not torch.equal(call(G.lstm_lm_generate, seed=2**63)[0], call(G.lstm_lm_generate)[0])

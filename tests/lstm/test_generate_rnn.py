@@ -45,9 +45,12 @@ def call(fn, mode, B=3, steps=40, L=2, H=24, V=30, E=0, bias=True, **kw):
 
 
 def python_loop(mode, tokens, h0, embed, weights, hw, hb, steps, *opts):
-    ids, h, c = G._generate_python(
-        tokens, h0, None, embed, weights, hw, hb, steps, *opts, mode=mode
-    )
+    """G._generate_python called as the op is: the sampler's settings, then the
+    offset, by position."""
+    *settings, offset = opts
+    model = G._Model(embed, weights, hw, hb)
+    sampler = G.SamplerOptions(*settings)
+    ids, h, c = G._generate_python(tokens, h0, None, model, steps, sampler, offset, mode)
     assert c is None
     return ids, h
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from charrnn_fast.backends import plans
 from charrnn_fast.kernels import plan as triton_planner
 
 REPO = Path(__file__).resolve().parents[2]
-NEW, OLD_CUDA, OLD_TRITON = plans.PATH_ENV, plans.LEGACY_ENV["cuda"], plans.LEGACY_ENV["triton"]
+NEW, OLD_CUDA, OLD_TRITON = plans.PATH_ENV, plans.REMOVED_ENV["cuda"], plans.REMOVED_ENV["triton"]
 CUDA_PLANNER = pytest.mark.skipif(
     _ops.load_error() is not None or not _ops.with_cuda,
     reason="the CUDA planner is in charrnn_fast._C built with CUDA (CHARRNN_FAST_CUDA=1)",
@@ -30,7 +29,6 @@ CUDA_PLANNER = pytest.mark.skipif(
 def clean_env(monkeypatch):
     for var in (NEW, OLD_CUDA, OLD_TRITON):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(plans, "_warned", set())
 
 
 # (CHARRNN_FAST_PATH, CHARRNN_FAST_CUDA_PATH, CHARRNN_FAST_TRITON_PATH) ->
@@ -41,16 +39,22 @@ GRAMMAR = [
     (("cuda:persistent/stepwise", "", ""), ("persistent", "stepwise", None, None)),
     (("cuda:auto/stepwise, triton:small", "", ""), (None, "stepwise", "small", "small")),
     (("triton:persistent/stepwise", "", ""), (None, None, "persistent", "stepwise")),
-    (("", "persistent,stepwise", ""), ("persistent", "stepwise", None, None)),
-    (("", "stepwise", "small"), ("stepwise", "stepwise", "small", "small")),
-    (("cuda:auto", "stepwise", ""), (None, None, None, None)),  # the new variable wins
     (("cuda:fast", "", ""), "the cuda path must be one of auto, persistent, stepwise, or"),
     (("gpu:persistent", "", ""), "must be a comma list of <backend>:<path>"),
     (("persistent", "", ""), "must be a comma list of <backend>:<path>"),
     (("cuda:auto,cuda:stepwise", "", ""), "names cuda twice"),
     (("cuda:persistent/stepwise/auto", "", ""), "the cuda path must be one of"),
-    (("", "fastest", ""), "CHARRNN_FAST_CUDA_PATH: the cuda path must be one of"),
-    (("", "", "small,stepwise"), "CHARRNN_FAST_TRITON_PATH: the triton path must be one of"),
+    # The former variables, set, are errors giving the new form of their value,
+    # even beside a valid CHARRNN_FAST_PATH.
+    (
+        ("", "persistent,stepwise", ""),
+        f"{OLD_CUDA} is no longer read; set {NEW}=cuda:persistent/stepwise instead",
+    ),
+    (
+        ("cuda:auto", "stepwise", ""),
+        f"{OLD_CUDA} is no longer read; set {NEW}=cuda:stepwise instead",
+    ),
+    (("", "", "small"), f"{OLD_TRITON} is no longer read; set {NEW}=triton:small instead"),
     (("triton:small", "", ""), (None, None, "small", "small")),
 ]
 
@@ -64,30 +68,15 @@ def _set(monkeypatch, values):
 @pytest.mark.parametrize("values,want", GRAMMAR, ids=lambda v: repr(v))
 def test_one_grammar_for_both_backends(values, want, monkeypatch):
     _set(monkeypatch, values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        if isinstance(want, str):
-            with pytest.raises(ValueError, match=want.replace("(", r"\(")) as e:
-                plans.forced_path("cuda"), plans.forced_path("triton")
-            print(e.value)
-            return
-        cuda, triton = plans.forced_path("cuda"), plans.forced_path("triton")
+    if isinstance(want, str):
+        with pytest.raises(ValueError, match=want.replace("(", r"\(")) as e:
+            plans.forced_path("cuda"), plans.forced_path("triton")
+        print(e.value)
+        return
+    cuda, triton = plans.forced_path("cuda"), plans.forced_path("triton")
     got = (cuda.fwd, cuda.bwd, triton.fwd, triton.bwd)
     print(values, "->", got, cuda.source, triton.source)
     assert got == want
-
-
-def test_former_variables_warn_once_with_the_new_form(monkeypatch):
-    monkeypatch.setenv(OLD_CUDA, "persistent,stepwise")
-    with pytest.warns(FutureWarning, match=r"CHARRNN_FAST_PATH=cuda:persistent/stepwise"):
-        f = plans.forced_path("cuda")
-    assert (f.fwd, f.bwd, f.source) == ("persistent", "stepwise", f"{OLD_CUDA}=persistent,stepwise")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        plans.forced_path("cuda")  # the same setting again: no second warning
-    monkeypatch.setenv(NEW, "cuda:stepwise")
-    with pytest.warns(FutureWarning, match="is ignored"):
-        assert plans.forced_path("cuda").fwd == "stepwise"
 
 
 def test_malformed_setting_is_an_error_of_the_backend_choice(monkeypatch):

@@ -209,7 +209,6 @@ def test_out_of_resources_falls_back(monkeypatch):
 
     monkeypatch.setattr(plans, "FALLBACKS", plans.FallbackCache())
     monkeypatch.delenv("CHARRNN_FAST_PATH", raising=False)
-    monkeypatch.delenv("CHARRNN_FAST_TRITON_PATH", raising=False)
     like = torch.empty(0, dtype=torch.bfloat16, device=DEV)
     with pytest.warns(UserWarning, match="does not fit"):
         assert tb_mod._run("fwd", 3, 16, 5, like, launch, {}) == "ok"
@@ -285,7 +284,7 @@ def test_persistent_counters_are_128_bytes_apart(monkeypatch):
     # sector); each ends at (programs of its tile) x T after a launch.
     from charrnn_fast.backends import triton_runtime
 
-    _, persistent, _ = triton_runtime.kernels()
+    persistent = triton_runtime.kernels()["persistent"]
     made, original = [], persistent.counters
 
     def spy(n_tiles, device):
@@ -316,7 +315,7 @@ def test_occupancy_check_refuses_a_grid_that_cannot_be_co_resident():
 
     from charrnn_fast.backends import triton_runtime
 
-    _, persistent, _ = triton_runtime.kernels()
+    persistent = triton_runtime.kernels()["persistent"]
     lim = plans.H100  # 132 SMs
     # 200 KB of shared memory: one program per SM, so 132 fit and 134 do not.
     persistent.check_co_resident(128, 200_000, 8, (66, 2), lim)
@@ -333,14 +332,10 @@ def test_persistent_grid_that_cannot_be_co_resident_falls_back(monkeypatch):
     # A device whose SMs hold no program of the compiled kernel (registers):
     # the persistent launch is refused before it runs, and the call falls back
     # down the ladder to the stepwise path with a warning, with the right result.
-    from charrnn_fast.backends import triton_runtime
-
     monkeypatch.setattr(plans, "FALLBACKS", plans.FallbackCache())
     monkeypatch.delenv("CHARRNN_FAST_PATH", raising=False)
-    monkeypatch.delenv("CHARRNN_FAST_TRITON_PATH", raising=False)
     tiny = replace(LIMITS, regs_per_sm=1)
     monkeypatch.setattr(plans, "device_limits", lambda device=None: tiny)
-    _, persistent, _ = triton_runtime.kernels()
     T, B, H = 6, 64, 512
     assert plan_mod.make_plan(B, H, torch.float32, tiny).path == "persistent"
     x = {n: v.float().to(DEV) for n, v in _inputs(T, B, H).items()}

@@ -201,14 +201,15 @@ def test_persistent_kernel_one_program_per_batch_tile(T, B, H, dtype, monkeypatc
     from charrnn_fast.backends import triton_runtime
     from tests.lstm import test_triton as tt
 
-    _, persistent, _ = triton_runtime.kernels()
+    persistent = triton_runtime.kernels()["persistent"]
     launched = []
     original = persistent.forward, persistent.backward
 
     def spy(which):
-        def run(*args, **kw):
-            launched.append((which, kw["block_b"], kw["block_j"]))
-            return original[which == "bwd"](*args, **kw)
+        def run(*args):
+            p = args[-1].plan  # the plan.Launch, after the tensors
+            launched.append((which, p.block_b, p.block_j))
+            return original[which == "bwd"](*args)
 
         return run
 
