@@ -1,0 +1,210 @@
+// Logic check of the wavefront forward (wavefront_fwd.cu) on the CPU emulator:
+// every layer's y, c_all and gates against a float64 loop of the stacked LSTM
+// on the same rounded inputs (layer l >= 1 takes the rounded h of layer l - 1,
+// as the kernel does), for planner-chosen and hand-picked geometries; and the
+// planner's rules (who may take the wavefront, who falls back and why).
+// Registered in emulate_test.cpp's main; built and run by run.sh.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../wavefront.h"
+
+using namespace charrnn_fast::cuda;
+
+namespace {
+
+float to_f(float x) { return x; }
+float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+float to_f(__half x) { return __half2float(x); }
+template <class T>
+T from_f(float x) {
+  if constexpr (std::is_same_v<T, float>) return x;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
+  else return __float2half_rn(x);
+}
+double sig(double x) { return 1 / (1 + std::exp(-x)); }
+
+const DeviceLimits kH100{132, 232448, 50u << 20};
+
+template <class T>
+bool wave_case(DType dt, int L, int T_, int B, int H, const Geom* forced, const char* label) {
+  const int G = 4 * H, Bp = (B + 15) / 16 * 16;
+  const double tol = dt == DType::kFloat32 ? 2e-5 : dt == DType::kFloat16 ? 4e-3 : 3e-2;
+  Plan p = plan_wavefront(dt, L, T_, B, H, kH100);
+  if (forced) {
+    p.g = *forced, p.g.T = T_, p.persistent = true;
+    p.smem = make_wave_layout(dt, p.g).total, p.cost = p.l2_cost = 0;  // not modelled
+  }
+  if (!p.persistent) {
+    std::printf("%s: no wavefront: %s\n", label, p.why.c_str());
+    return false;
+  }
+  if (L * p.g.n_us * p.g.n_bs > kH100.sms || make_wave_layout(dt, p.g).total > kH100.smem_optin) {
+    std::printf("%s: geometry does not fit\n", label);
+    return false;
+  }
+  std::mt19937 rng(99 + L * 11 + T_ * 7 + B * 131 + H);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  auto fill = [&](std::vector<T>& v, float scale) {
+    for (T& x : v) x = from_f<T>(scale * u(rng));
+  };
+  const float ws = 2.f / std::sqrt(float(H));
+  std::vector<T> gx(size_t(T_) * B * G), w_hh(size_t(L) * G * H), h0(size_t(L) * B * H);
+  std::vector<T> w_ih(size_t(L - 1) * G * H), bias(size_t(L - 1) * G), c0(size_t(L) * B * H);
+  fill(gx, 1.5f), fill(w_hh, ws), fill(w_ih, ws), fill(bias, 0.5f), fill(h0, 1.f), fill(c0, 1.f);
+
+  // ---- kernel
+  std::vector<T> y(size_t(L) * T_ * B * H), gates(size_t(L) * T_ * B * G);
+  std::vector<T> xbuf(size_t(L) * 2 * Bp * 2 * H, from_f<T>(0.f));
+  std::vector<float> c_all(size_t(L) * (T_ + 1) * B * H);
+  for (int l = 0; l < L; ++l)
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < H; ++j) {
+        xbuf[(size_t(l) * 2 * Bp + b) * 2 * H + H + j] = h0[(size_t(l) * B + b) * H + j];
+        c_all[size_t(l) * (T_ + 1) * B * H + size_t(b) * H + j] = to_f(c0[(size_t(l) * B + b) * H + j]);
+      }
+  std::vector<unsigned> counter(size_t(p.g.n_bs) * kCounterStride, 0u);
+  const WaveFwdArgs a{L, gx.data(), w_ih.data(), bias.data(), w_hh.data(), y.data(),
+                      c_all.data(), gates.data(), xbuf.data(), counter.data()};
+  if (const char* bad = misaligned(a)) {
+    std::printf("%s: refuses %s as misaligned\n", label, bad);
+    return false;
+  }
+  if (launch_wave_fwd(dt, p.g, a, nullptr) != cudaSuccess) {
+    std::printf("%s: launch refused\n", label);
+    return false;
+  }
+
+  // ---- float64 reference, layer by layer
+  double worst = 0;
+  std::string what;
+  auto add = [&](const char* name, int l, double got, double want) {
+    const double e = std::fabs(got - want) / tol;
+    if (!(e <= worst)) worst = e, what = std::string(name) + "[" + std::to_string(l) + "]";
+  };
+  std::vector<double> below(size_t(T_) * B * H);  // rounded h of the layer below, all steps
+  for (int l = 0; l < L; ++l) {
+    std::vector<double> h(size_t(B) * H), c(size_t(B) * H), out(size_t(T_) * B * H);
+    for (size_t i = 0; i < h.size(); ++i) {
+      h[i] = to_f(h0[size_t(l) * B * H + i]), c[i] = to_f(c0[size_t(l) * B * H + i]);
+    }
+    const T* wh = w_hh.data() + size_t(l) * G * H;
+    const T* wi = l > 0 ? w_ih.data() + size_t(l - 1) * G * H : nullptr;
+    const size_t yl = size_t(l) * T_ * B, cl = size_t(l) * (T_ + 1) * B;
+    for (int t = 0; t < T_; ++t) {
+      std::vector<double> hn(h.size());
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j < H; ++j) {
+          double act[4];
+          for (int q = 0; q < 4; ++q) {
+            const size_t wr = size_t(q * H + j) * H;
+            double s = l == 0 ? to_f(gx[(size_t(t) * B + b) * G + q * H + j])
+                              : to_f(bias[size_t(l - 1) * G + q * H + j]);
+            for (int k = 0; k < H; ++k) s += h[size_t(b) * H + k] * to_f(wh[wr + k]);
+            if (l > 0) {
+              for (int k = 0; k < H; ++k)
+                s += below[(size_t(t) * B + b) * H + k] * to_f(wi[wr + k]);
+            }
+            act[q] = s;
+          }
+          act[0] = sig(act[0]), act[1] = sig(act[1]), act[2] = std::tanh(act[2]);
+          act[3] = sig(act[3]);
+          const size_t k = size_t(b) * H + j, row = size_t(t) * B + b;
+          c[k] = act[1] * c[k] + act[0] * act[2];
+          hn[k] = to_f(from_f<T>(float(act[3] * std::tanh(c[k]))));
+          out[row * H + j] = hn[k];
+          add("y", l, to_f(y[(yl + row) * H + j]), hn[k]);
+          add("c_all", l, c_all[(cl + row + B) * H + j], c[k]);
+          for (int q = 0; q < 4; ++q) {
+            add("gates", l, to_f(gates[(yl + row) * G + q * H + j]), act[q]);
+          }
+        }
+      h = hn;
+    }
+    below = out;
+  }
+  const bool ok = worst <= 1;
+  std::printf("%-40s [per layer %s] worst err/tol %.3f (%s) %s\n", label, geometry(p).c_str(), worst,
+              what.c_str(), ok ? "ok" : "FAIL");
+  return ok;
+}
+
+// Who takes the wavefront and who runs layer by layer, with the reason; an
+// accepted plan's L grids fit the SMs and its layout the shared memory.
+bool wave_plan_rules() {
+  bool ok = true;
+  auto expect = [&](DType dt, int L, int T, int B, int H, bool want, const char* why_has) {
+    const Plan p = plan_wavefront(dt, L, T, B, H, kH100);
+    bool good = p.persistent == want && p.why.find(why_has) != std::string::npos;
+    if (p.persistent) {
+      good &= L * p.g.n_us * p.g.n_bs <= kH100.sms && p.g.H == H && p.g.T == T;
+      good &= make_wave_layout(dt, p.g).total <= kH100.smem_optin && p.g.H % p.g.KC == 0;
+    }
+    if (!good) {
+      std::printf("wave plan L=%d B=%d H=%d: %s [%s]: %s\n", L, B, H,
+                  p.persistent ? "wavefront" : "layer by layer", geometry(p).c_str(),
+                  p.why.c_str());
+    }
+    ok &= good;
+  };
+  constexpr auto bf16 = DType::kBFloat16, fp32 = DType::kFloat32;
+  // The review's target shapes (3x512 B64 T100, 2x128 B50 T50). In fp32 the
+  // 3x512 stack does not fit: 3 x 32 blocks of U = 16 need a 64 x 1024 fp32
+  // slice each (264 KB).
+  expect(bf16, 3, 100, 64, 512, true, "102 phases (not 300)");
+  expect(fp32, 3, 100, 64, 512, false, "does not fit");
+  expect(bf16, 2, 50, 50, 128, true, "51 phases (not 100)");
+  expect(fp32, 2, 50, 50, 128, true, "51 phases (not 100)");
+  expect(bf16, 1, 100, 64, 512, false, "one layer");
+  expect(bf16, 2, 100, 3, 40, false, "not a multiple of 16");
+  expect(fp32, 4, 100, 64, 1024, false, "does not fit");          // >= 128 units per layer-slice
+  expect(bf16, 40, 100, 8, 512, false, "more than the 132 SMs");  // 40 layers x 4 blocks
+  std::printf("%-40s %s\n", "wave planner rules", ok ? "ok" : "FAIL");
+  return ok;
+}
+
+Geom wgeom(int B, int H, int U, int BS, int MC, int KC, int KS, int NS = 2) {
+  return Geom{0, B, H, U, BS, H / U, (B + BS - 1) / BS, MC, KC, KS, NS};
+}
+
+}  // namespace
+
+void wave_cases(const std::function<void(const char*, const std::function<bool(const char*)>&)>& run) {
+  constexpr auto bf16 = DType::kBFloat16, fp16 = DType::kFloat16, fp32 = DType::kFloat32;
+  run("wave planner rules", [](const char*) { return wave_plan_rules(); });
+  // Planner-chosen geometries: L = 2, 3; T = 1, 5; B = 1, 3; H = 48 (not a power of two).
+  run("wave bf16 L2 T5 B3 H32", [=](const char* l) {
+    return wave_case<__nv_bfloat16>(bf16, 2, 5, 3, 32, nullptr, l);
+  });
+  run("wave fp32 L3 T5 B1 H48", [=](const char* l) {
+    return wave_case<float>(fp32, 3, 5, 1, 48, nullptr, l);
+  });
+  run("wave fp16 L3 T1 B3 H16", [=](const char* l) {
+    return wave_case<__half>(fp16, 3, 1, 3, 16, nullptr, l);
+  });
+  run("wave fp32 L2 T1 B1 H32", [=](const char* l) {
+    return wave_case<float>(fp32, 2, 1, 1, 32, nullptr, l);
+  });
+  // Hand-picked: batch slices (a counter per slice, shared by all layers),
+  // several M- and K-chunks, K-split warps, deeper pipelines, T < L.
+  run("wave fp16 L3 T4 B37 H48 chunked slices", [=](const char* l) {
+    const Geom g = wgeom(37, 48, 8, 32, 16, 16, 2);
+    return wave_case<__half>(fp16, 3, 4, 37, 48, &g, l);
+  });
+  run("wave fp32 L2 T3 B20 H32 stages3 slices", [=](const char* l) {
+    const Geom g = wgeom(20, 32, 16, 16, 16, 16, 1, 3);
+    return wave_case<float>(fp32, 2, 3, 20, 32, &g, l);
+  });
+  run("wave bf16 L3 T2 B33 H64 chunked", [=](const char* l) {
+    const Geom g = wgeom(33, 64, 16, 48, 16, 32, 1, 4);
+    return wave_case<__nv_bfloat16>(bf16, 3, 2, 33, 64, &g, l);
+  });
+}
