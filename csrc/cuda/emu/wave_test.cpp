@@ -194,9 +194,10 @@ void wave_cases(const std::function<void(const char*, const std::function<bool(c
     return wave_case<float>(fp32, 2, 1, 1, 32, nullptr, l);
   });
   // Hand-picked: batch slices (a counter per slice, shared by all layers),
-  // several M- and K-chunks, K-split warps, deeper pipelines, T < L.
+  // several M- and K-chunks, K-split warps, deeper pipelines, T < L. At most
+  // 24 blocks (6144 threads): ThreadSanitizer cannot start many more threads.
   run("wave fp16 L3 T4 B37 H48 chunked slices", [=](const char* l) {
-    const Geom g = wgeom(37, 48, 8, 32, 16, 16, 2);
+    const Geom g = wgeom(37, 48, 16, 32, 16, 16, 2);
     return wave_case<__half>(fp16, 3, 4, 37, 48, &g, l);
   });
   run("wave fp32 L2 T3 B20 H32 stages3 slices", [=](const char* l) {
