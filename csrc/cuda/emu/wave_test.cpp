@@ -138,7 +138,8 @@ bool wave_case(DType dt, int L, int T_, int B, int H, const Geom* forced, const 
 }
 
 // Who takes the wavefront and who runs layer by layer, with the reason; an
-// accepted plan's L grids fit the SMs and its layout the shared memory.
+// accepted plan's L grids fit the SMs and its layout the shared memory. And
+// the wavefront's alignment rule.
 bool wave_plan_rules() {
   bool ok = true;
   auto expect = [&](DType dt, int L, int T, int B, int H, bool want, const char* why_has) {
@@ -167,6 +168,26 @@ bool wave_plan_rules() {
   expect(bf16, 2, 100, 3, 40, false, "not a multiple of 16");
   expect(fp32, 4, 100, 64, 1024, false, "does not fit");          // >= 128 units per layer-slice
   expect(bf16, 40, 100, 8, 512, false, "more than the 132 SMs");  // 40 layers x 4 blocks
+  // The alignment rule names the first input the kernel's vector loads cannot
+  // take; a one-layer call needs neither w_ih nor the bias.
+  alignas(64) static unsigned char mem[256];
+  unsigned char* const m = mem;
+  const WaveFwdArgs al{2, m, m, m, m, m, reinterpret_cast<float*>(m), m, m, nullptr};
+  WaveFwdArgs bad = al;
+  const char* got[5];
+  got[0] = misaligned(al);
+  bad.bias = m + 2, got[1] = misaligned(bad);
+  bad = al, bad.w_ih = m + 8, got[2] = misaligned(bad);
+  bad = al, bad.gx = m + 4, got[3] = misaligned(bad);
+  bad = al, bad.L = 1, bad.w_ih = nullptr, bad.bias = m + 2, got[4] = misaligned(bad);
+  const char* want[5] = {nullptr, "bias", "w_ih", "gx", nullptr};
+  for (int i = 0; i < 5; ++i) {
+    const bool same = (got[i] == nullptr) == (want[i] == nullptr) &&
+                      (got[i] == nullptr || std::strcmp(got[i], want[i]) == 0);
+    if (!same) std::printf("wave alignment rule %d: got %s, want %s\n", i,
+                           got[i] ? got[i] : "accepted", want[i] ? want[i] : "accepted");
+    ok &= same;
+  }
   std::printf("%-40s %s\n", "wave planner rules", ok ? "ok" : "FAIL");
   return ok;
 }
