@@ -39,7 +39,7 @@ fi
 mkdir -p "$out"
 objs=()
 for src in "$here/../persistent_fwd.cu" "$here/../persistent_bwd.cu" "$here/../plan.cpp" \
-           "$here/../wavefront_fwd.cu" "$here/../wave_plan.cpp" \
+           "$here/../wavefront_fwd.cu" "$here/../wavefront_bwd.cu" "$here/../wave_plan.cpp" \
            "$here/emulate.cpp" "$here/emulate_test.cpp" "$here/wave_test.cpp"; do
   obj="$out/$(basename "$src").o"
   g++ "${flags[@]}" "${san[@]}" -x c++ -c "$src" -o "$obj" &

@@ -35,7 +35,8 @@ double sig(double x) { return 1 / (1 + std::exp(-x)); }
 const DeviceLimits kH100{132, 232448, 50u << 20};
 
 template <class T>
-bool wave_case(DType dt, int L, int T_, int B, int H, const Geom* forced, const char* label) {
+bool wave_case(DType dt, int L, int T_, int B, int H, const Geom* forced, const Geom* bforced,
+               const char* label) {
   const int G = 4 * H, Bp = (B + 15) / 16 * 16;
   const double tol = dt == DType::kFloat32 ? 2e-5 : dt == DType::kFloat16 ? 4e-3 : 3e-2;
   Plan p = plan_wavefront(dt, L, T_, B, H, kH100);
@@ -131,9 +132,100 @@ bool wave_case(DType dt, int L, int T_, int B, int H, const Geom* forced, const 
     }
     below = out;
   }
-  const bool ok = worst <= 1;
-  std::printf("%-40s [per layer %s] worst err/tol %.3f (%s) %s\n", label, geometry(p).c_str(), worst,
-              what.c_str(), ok ? "ok" : "FAIL");
+  const double worst_fwd = worst;
+  const std::string what_fwd = what;
+  worst = 0, what.clear();
+
+  // ---- backward (kernel), on the forward kernel's gates and c_all
+  Plan pb = plan_wavefront_bwd(dt, L, T_, B, H, kH100);
+  if (bforced) {
+    pb.g = *bforced, pb.g.T = T_, pb.persistent = true;
+    pb.smem = make_wave_bwd_layout(dt, pb.g).total, pb.cost = pb.l2_cost = 0;  // not modelled
+  }
+  if (!pb.persistent) {
+    std::printf("%s: no backward wavefront: %s\n", label, pb.why.c_str());
+    return false;
+  }
+  if (L * pb.g.n_us * pb.g.n_bs > kH100.sms ||
+      make_wave_bwd_layout(dt, pb.g).total > kH100.smem_optin) {
+    std::printf("%s: backward geometry does not fit\n", label);
+    return false;
+  }
+  std::vector<T> dy(size_t(T_) * B * H), dhT(size_t(L) * B * H), dcT(size_t(L) * B * H);
+  fill(dy, 1.f), fill(dhT, 1.f), fill(dcT, 1.f);
+  std::vector<T> dgx(size_t(L) * T_ * B * G), dh0(size_t(L) * B * H), dc0(size_t(L) * B * H);
+  const bool hilo = dt == DType::kBFloat16;
+  std::vector<unsigned char> dxbuf(size_t(L) * 2 * (hilo ? 2 : 1) * Bp * 8 * H * (hilo ? 2 : 4), 0);
+  counter.assign(size_t(pb.g.n_bs) * kCounterStride, 0u);
+  const WaveBwdArgs ba{L, dy.data(), dhT.data(), dcT.data(), w_ih.data(), w_hh.data(),
+                       c_all.data(), gates.data(), dgx.data(), dh0.data(), dc0.data(),
+                       dxbuf.data(), counter.data()};
+  if (const char* bad = misaligned(ba)) {
+    std::printf("%s: backward refuses %s as misaligned\n", label, bad);
+    return false;
+  }
+  if (launch_wave_bwd(dt, pb.g, ba, nullptr) != cudaSuccess) {
+    std::printf("%s: backward launch refused\n", label);
+    return false;
+  }
+
+  // ---- backward (float64 reference), top layer first; a lower layer's dy is
+  // the dx of the layer above, dgates^(l+1) W_ih^(l+1).
+  std::vector<double> from_above(size_t(T_) * B * H, 0.0);
+  for (int l = L - 1; l >= 0; --l) {
+    std::vector<double> dh(size_t(B) * H), dc(size_t(B) * H), dgl(size_t(T_) * B * G);
+    for (size_t i = 0; i < dh.size(); ++i) {
+      dh[i] = to_f(dhT[size_t(l) * B * H + i]), dc[i] = to_f(dcT[size_t(l) * B * H + i]);
+    }
+    const size_t gl = size_t(l) * T_ * B, cl = size_t(l) * (T_ + 1) * B;
+    const T* wh = w_hh.data() + size_t(l) * G * H;
+    for (int t = T_ - 1; t >= 0; --t) {
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j < H; ++j) {
+          const size_t k = size_t(b) * H + j, row = size_t(t) * B + b;
+          const T* gr = gates.data() + (gl + row) * G;
+          const double i = to_f(gr[j]), f = to_f(gr[H + j]), g = to_f(gr[2 * H + j]);
+          const double o = to_f(gr[3 * H + j]);
+          const double tc = std::tanh(double(c_all[(cl + row + B) * H + j]));
+          const double above = l == L - 1 ? to_f(dy[row * H + j]) : from_above[row * H + j];
+          const double dht = above + dh[k];
+          const double dct = dc[k] + dht * o * (1 - tc * tc);
+          const double d4[4] = {dct * g * i * (1 - i),
+                                dct * c_all[(cl + row) * H + j] * f * (1 - f),
+                                dct * i * (1 - g * g), dht * tc * o * (1 - o)};
+          for (int q = 0; q < 4; ++q) {
+            dgl[row * G + q * H + j] = d4[q];
+            add("dgx", l, to_f(dgx[(gl + row) * G + q * H + j]), d4[q]);
+          }
+          dc[k] = dct * f;
+        }
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j < H; ++j) {
+          double acc = 0;
+          for (int r = 0; r < G; ++r)
+            acc += dgl[(size_t(t) * B + b) * G + r] * to_f(wh[size_t(r) * H + j]);
+          dh[size_t(b) * H + j] = acc;
+        }
+    }
+    for (size_t k = 0; k < dh.size(); ++k) {
+      add("dh0", l, to_f(dh0[size_t(l) * B * H + k]), dh[k]);
+      add("dc0", l, to_f(dc0[size_t(l) * B * H + k]), dc[k]);
+    }
+    if (l > 0) {
+      const T* wi = w_ih.data() + size_t(l - 1) * G * H;
+      for (size_t row = 0; row < size_t(T_) * B; ++row)
+        for (int j = 0; j < H; ++j) {
+          double acc = 0;
+          for (int r = 0; r < G; ++r) acc += dgl[row * G + r] * to_f(wi[size_t(r) * H + j]);
+          from_above[row * H + j] = acc;
+        }
+    }
+  }
+  const bool ok = worst_fwd <= 1 && worst <= 1;
+  std::printf("%-40s fwd[per layer %s] bwd[per layer %s] worst err/tol fwd %.3f (%s) bwd %.3f "
+              "(%s) %s\n",
+              label, geometry(p).c_str(), geometry(pb).c_str(), worst_fwd, what_fwd.c_str(),
+              worst, what.c_str(), ok ? "ok" : "FAIL");
   return ok;
 }
 
@@ -164,6 +256,21 @@ bool wave_plan_rules() {
   expect(fp32, 3, 100, 64, 512, false, "does not fit");
   expect(bf16, 2, 50, 50, 128, true, "51 phases (not 100)");
   expect(fp32, 2, 50, 50, 128, true, "51 phases (not 100)");
+  // The backward's: T + L phases (s = 0..T per layer).
+  auto expect_bwd = [&](DType dt, int L, int T, int B, int H, bool want, const char* why_has) {
+    const Plan p = plan_wavefront_bwd(dt, L, T, B, H, kH100);
+    bool good = p.persistent == want && p.why.find(why_has) != std::string::npos;
+    if (p.persistent) {
+      good &= L * p.g.n_us * p.g.n_bs <= kH100.sms && p.g.H == H && p.g.U % 16 == 0;
+      good &= make_wave_bwd_layout(dt, p.g).total <= kH100.smem_optin && 4 * H % p.g.KC == 0;
+    }
+    if (!good) std::printf("wave bwd plan L=%d B=%d H=%d: %s\n", L, B, H, p.why.c_str());
+    ok &= good;
+  };
+  expect_bwd(bf16, 3, 100, 64, 512, true, "103 phases (not 303)");
+  expect_bwd(fp32, 2, 50, 50, 128, true, "52 phases (not 102)");
+  expect_bwd(fp32, 3, 100, 64, 512, false, "does not fit");
+  expect_bwd(bf16, 2, 100, 3, 40, false, "not a multiple of 16");
   expect(bf16, 1, 100, 64, 512, false, "one layer");
   expect(bf16, 2, 100, 3, 40, false, "not a multiple of 16");
   expect(fp32, 4, 100, 64, 1024, false, "does not fit");          // >= 128 units per layer-slice
@@ -203,30 +310,30 @@ void wave_cases(const std::function<void(const char*, const std::function<bool(c
   run("wave planner rules", [](const char*) { return wave_plan_rules(); });
   // Planner-chosen geometries: L = 2, 3; T = 1, 5; B = 1, 3; H = 48 (not a power of two).
   run("wave bf16 L2 T5 B3 H32", [=](const char* l) {
-    return wave_case<__nv_bfloat16>(bf16, 2, 5, 3, 32, nullptr, l);
+    return wave_case<__nv_bfloat16>(bf16, 2, 5, 3, 32, nullptr, nullptr, l);
   });
   run("wave fp32 L3 T5 B1 H48", [=](const char* l) {
-    return wave_case<float>(fp32, 3, 5, 1, 48, nullptr, l);
+    return wave_case<float>(fp32, 3, 5, 1, 48, nullptr, nullptr, l);
   });
   run("wave fp16 L3 T1 B3 H16", [=](const char* l) {
-    return wave_case<__half>(fp16, 3, 1, 3, 16, nullptr, l);
+    return wave_case<__half>(fp16, 3, 1, 3, 16, nullptr, nullptr, l);
   });
   run("wave fp32 L2 T1 B1 H32", [=](const char* l) {
-    return wave_case<float>(fp32, 2, 1, 1, 32, nullptr, l);
+    return wave_case<float>(fp32, 2, 1, 1, 32, nullptr, nullptr, l);
   });
   // Hand-picked: batch slices (a counter per slice, shared by all layers),
   // several M- and K-chunks, K-split warps, deeper pipelines, T < L. At most
   // 24 blocks (6144 threads): ThreadSanitizer cannot start many more threads.
   run("wave fp16 L3 T4 B37 H48 chunked slices", [=](const char* l) {
-    const Geom g = wgeom(37, 48, 16, 32, 16, 16, 2);
-    return wave_case<__half>(fp16, 3, 4, 37, 48, &g, l);
+    const Geom g = wgeom(37, 48, 16, 32, 16, 16, 2), b = wgeom(37, 48, 16, 32, 16, 64, 2);
+    return wave_case<__half>(fp16, 3, 4, 37, 48, &g, &b, l);
   });
   run("wave fp32 L2 T3 B20 H32 stages3 slices", [=](const char* l) {
-    const Geom g = wgeom(20, 32, 16, 16, 16, 16, 1, 3);
-    return wave_case<float>(fp32, 2, 3, 20, 32, &g, l);
+    const Geom g = wgeom(20, 32, 16, 16, 16, 16, 1, 3), b = wgeom(20, 32, 16, 16, 16, 32, 1, 3);
+    return wave_case<float>(fp32, 2, 3, 20, 32, &g, &b, l);
   });
   run("wave bf16 L3 T2 B33 H64 chunked", [=](const char* l) {
-    const Geom g = wgeom(33, 64, 16, 48, 16, 32, 1, 4);
-    return wave_case<__nv_bfloat16>(bf16, 3, 2, 33, 64, &g, l);
+    const Geom g = wgeom(33, 64, 16, 48, 16, 32, 1, 4), b = wgeom(33, 64, 32, 48, 32, 64, 1, 4);
+    return wave_case<__nv_bfloat16>(bf16, 3, 2, 33, 64, &g, &b, l);
   });
 }
