@@ -52,7 +52,8 @@ class SmemOptIn {
 };
 
 // Occupancy query and cooperative launch, shared by the forward and the
-// backward kernel (opt_in: the kernel's SmemOptIn, applied first).
+// backward kernel (opt_in: the kernel's SmemOptIn, applied first). The grid is
+// g.n_us * g.n_bs blocks unless `blocks` says otherwise (the wavefront's layers).
 template <typename Kernel>
 cudaError_t occupancy_of(Kernel k, SmemOptIn& opt_in, size_t smem, int* blocks) {
   const cudaError_t err = opt_in.apply(k);
@@ -62,11 +63,11 @@ cudaError_t occupancy_of(Kernel k, SmemOptIn& opt_in, size_t smem, int* blocks) 
 
 template <typename Kernel, typename Args>
 cudaError_t launch_cooperative(Kernel k, SmemOptIn& opt_in, const Geom& g, size_t smem,
-                               const Args& a, cudaStream_t s) {
+                               const Args& a, cudaStream_t s, unsigned blocks = 0) {
   const cudaError_t err = opt_in.apply(k);
   if (err != cudaSuccess) return err;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(g.n_us * g.n_bs);
+  cfg.gridDim = dim3(blocks ? blocks : unsigned(g.n_us * g.n_bs));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;

@@ -96,9 +96,11 @@ double model_cost(bool bwd, DType dt, const Geom& g, const DeviceLimits& lim, do
   return std::max(block, *l2) + 1e-3 * block + 2500.0 + 4.0 * g.n_us;
 }
 
-// The cheapest (MC, KC, NS) that fits in shared memory; false when none does.
+}  // namespace
+
 // Ties go to the shallower pipeline (less shared memory for the same time).
-bool fit(bool bwd, DType dt, const DeviceLimits& lim, Geom& g, double& cost, double& l2) {
+bool fit_geometry(bool bwd, DType dt, const DeviceLimits& lim, int kc_divides, Geom& g,
+                  double& cost, double& l2) {
   const int K = bwd ? 4 * g.H : g.H;
   const int NT = (bwd ? g.U : 4 * g.U) / 16;
   const int max_mt = kWarps * kMaxItems / NT;  // output tiles a block can hold
@@ -107,7 +109,7 @@ bool fit(bool bwd, DType dt, const DeviceLimits& lim, Geom& g, double& cost, dou
   Geom best = g;
   for (int MC = std::min(g.BS, 16 * max_mt); MC >= 16; MC -= 16) {
     for (int KC : kcs) {
-      if (K % KC != 0) continue;
+      if (K % KC != 0 || kc_divides % KC != 0) continue;
       for (int NS = 2; NS <= kMaxStages && NS - 1 <= K / KC; ++NS) {
         Geom c = g;
         c.MC = MC;
@@ -124,8 +126,6 @@ bool fit(bool bwd, DType dt, const DeviceLimits& lim, Geom& g, double& cost, dou
   g = best;
   return found;
 }
-
-}  // namespace
 
 Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits& lim) {
   Plan best;
@@ -159,7 +159,7 @@ Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits
       if (grid > lim.sms) break;
       Geom g{T, B, H, U, BS, H / U, nb, 16, 16, 1};
       double cost = 0, l2 = 0;
-      if (!fit(bwd, dt, lim, g, cost, l2)) continue;
+      if (!fit_geometry(bwd, dt, lim, bwd ? 4 * H : H, g, cost, l2)) continue;
       ++fitting;
       if (!best.persistent || cost < best.cost) {
         best.persistent = true;

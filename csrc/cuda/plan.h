@@ -52,6 +52,13 @@ struct Plan {
 // or persistent = false and the reason. T is copied into the geometry.
 Plan plan_persistent(bool bwd, DType dt, int T, int B, int H, const DeviceLimits& lim);
 
+// The cheapest (MC, KC, NS, KS) for g's (U, BS, n_us, n_bs) whose shared-memory
+// layout (make_layout(bwd, dt, g)) fits lim.smem_optin, KC dividing both the
+// K of the layout and kc_divides; false when none fits. cost, l2: the model's
+// cycles per step and its L2-bandwidth bound (lim.l2_bytes_per_clk).
+bool fit_geometry(bool bwd, DType dt, const DeviceLimits& lim, int kc_divides, Geom& g,
+                  double& cost, double& l2);
+
 // Modelled cycles per step of the stepwise path (a cuBLAS GEMM and a fused
 // pointwise kernel per step) for one direction.
 double stepwise_cost(bool bwd, DType dt, int B, int H, const DeviceLimits& lim);

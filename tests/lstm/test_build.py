@@ -50,7 +50,7 @@ def test_cuda_kernels_built_for_the_default_architectures():
         return subprocess.run([tool, kind, so], capture_output=True, text=True, check=True).stdout
 
     elf, ptx = listing("--list-elf"), listing("--list-ptx")
-    kernels = ("persistent_fwd", "persistent_bwd", "stepwise")
+    kernels = ("persistent_fwd", "persistent_bwd", "stepwise", "wavefront_fwd", "wavefront_bwd")
     for arch in archs:
         sm = "sm_" + arch.removesuffix("+PTX").replace(".", "")
         for k in kernels:

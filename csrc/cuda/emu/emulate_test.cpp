@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +21,9 @@
 #include "../plan.h"
 
 using namespace charrnn_fast::cuda;
+
+// The wavefront forward's cases (wave_test.cpp), registered through `run`.
+void wave_cases(const std::function<void(const char*, const std::function<bool(const char*)>&)>& run);
 
 namespace {
 
@@ -319,6 +323,9 @@ int main(int argc, char** argv) {
   });
   run("fp16 T2 B3 H48 views", [&](auto l) {
     return run_case<__half>(fp16, 2, 3, 48, nullptr, nullptr, l, true);
+  });
+  wave_cases([&](const char* label, const std::function<bool(const char*)>& body) {
+    run(label, body);
   });
   if (ran == 0) {
     std::printf("no case matches the words given\n");

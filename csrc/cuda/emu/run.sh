@@ -5,7 +5,8 @@
 # Usage: bash csrc/cuda/emu/run.sh [MODE] [build-dir] [-- WORD...]
 #   (no MODE)      AddressSanitizer, every case (about 40 s on 2 cores)
 #   --tsan         ThreadSanitizer, the cases with several batch slices (the
-#                  grid barrier between blocks; about 40 s): must be race-free
+#                  grid barrier between blocks) and the wavefront's: must be
+#                  race-free
 #   --tsan-mutant  ThreadSanitizer on a mutant whose grid barrier is relaxed
 #                  instead of release/acquire: succeeds only when the run fails
 #                  with a data-race report (proof that --tsan can fail)
@@ -30,14 +31,16 @@ if [ "$mode" = asan ]; then
   san=(-fsanitize=address)
 else
   san=(-fsanitize=thread)
-  # Several batch slices: blocks that meet at the barrier, and others that must not.
-  [ ${#words[@]} -gt 0 ] || words=(slices)
+  # Several batch slices: blocks that meet at the barrier, and others that must
+  # not; and the wavefront, whose layers exchange h through the barrier.
+  [ ${#words[@]} -gt 0 ] || words=(slices wave)
 fi
 [ "$mode" = mutant ] && flags+=(-DCHARRNN_EMU_RELAXED_BARRIER)
 mkdir -p "$out"
 objs=()
 for src in "$here/../persistent_fwd.cu" "$here/../persistent_bwd.cu" "$here/../plan.cpp" \
-           "$here/emulate.cpp" "$here/emulate_test.cpp"; do
+           "$here/../wavefront_fwd.cu" "$here/../wavefront_bwd.cu" "$here/../wave_plan.cpp" \
+           "$here/emulate.cpp" "$here/emulate_test.cpp" "$here/wave_test.cpp"; do
   obj="$out/$(basename "$src").o"
   g++ "${flags[@]}" "${san[@]}" -x c++ -c "$src" -o "$obj" &
   objs+=("$obj")
