@@ -69,6 +69,7 @@ def curve(data_dir: str, ckpt_dir: str, backend: str) -> list[float]:
         checkpoint_dir=ckpt_dir,
         backend=backend,
         device="cpu",
+        dtype="float32",  # compared with a float64 loop
         max_iters=STEPS,
         print_every=1,
         eval_val_every=STEPS,

@@ -32,6 +32,7 @@ OPTS = dict(
     val_frac=0.2,
     device="cpu",
     backend="cpu",
+    dtype="float32",  # compared across runs: no per-run measured precision
     progress=False,
     tensorboard=False,
 )

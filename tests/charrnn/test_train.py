@@ -56,6 +56,10 @@ def tiny(data_dir: str, ckpt_dir: Path, **kw) -> TrainConfig:
         eval_val_every=4,
         device="cpu",
         backend="cpu",
+        # Runs compared bit for bit: one precision and a fixed thread count, not
+        # choices measured on a machine whose load may change between them.
+        dtype="float32",
+        threads=torch.get_num_threads(),
         progress=False,
         tensorboard=False,
     )
